@@ -16,6 +16,7 @@
  */
 #include "postgres.h"
 
+#include "access/xact.h"
 #include "fmgr.h"
 #include "utils/guc.h"
 
@@ -30,7 +31,27 @@ PG_MODULE_MAGIC;
 char	   *pe_stripe_api_base = NULL;
 char	   *pe_database = NULL;
 
+bool		pe_suppress_row_audit = false;
+
 void		_PG_init(void);
+
+/* Transaction end: transaction-local flags go back to their defaults. */
+static void
+pe_xact_callback(XactEvent event, void *arg)
+{
+	switch (event)
+	{
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_ABORT:
+		case XACT_EVENT_PREPARE:
+			pe_suppress_row_audit = false;
+			break;
+		default:
+			break;
+	}
+}
 
 /*
  * _PG_init
@@ -62,4 +83,6 @@ _PG_init(void)
 							   NULL);
 
 	MarkGUCPrefixReserved("payment_ext");
+
+	RegisterXactCallback(pe_xact_callback, NULL);
 }

@@ -28,6 +28,14 @@
 extern char *pe_stripe_api_base;
 extern char *pe_database;
 
+/*
+ * Set (for the current transaction only, never from SQL) by code that
+ * rewrites rows in bulk without changing their meaning, such as key rotation
+ * re-sealing ciphertext: the audit trigger then writes no per-row entry and
+ * the caller writes one summary entry instead.  Reset at transaction end.
+ */
+extern bool pe_suppress_row_audit;
+
 extern const char *pe_payment_status_name(int status);
 extern const char *pe_refund_status_name(int status);
 extern void pe_check_card_expiry(int32 year, int32 month);
