@@ -17,6 +17,7 @@ OBJS = \
 SQL_PARTS = \
 	src/sql/00_header.sql \
 	src/sql/10_tables.sql \
+	src/sql/15_outbox.sql \
 	src/sql/20_functions.sql \
 	src/sql/30_triggers.sql
 

@@ -387,7 +387,7 @@ SELECT throws_ok('SELECT payment.refund_status_name(-1)', '22023', NULL, 'refund
 SELECT has_trigger('public', 'PaymentMethods', 'TR_PaymentMethods_Expiry', 'expiry trigger on PaymentMethods');
 SELECT is((SELECT tgenabled::text FROM pg_trigger WHERE tgname = 'TR_PaymentMethods_Expiry'), 'A', 'expiry trigger is ENABLE ALWAYS');
 SELECT hasnt_type('public', 'payment_status', 'no payment_status enum: the integer codes win');
-SELECT is((SELECT count(*)::int FROM pg_extension e, unnest(e.extconfig) c WHERE e.extname = 'payment_ext'), 8, 'all eight data tables are dumped by pg_dump');
+SELECT is((SELECT count(*)::int FROM pg_extension e, unnest(e.extconfig) c WHERE e.extname = 'payment_ext'), 10, 'all ten data tables and sequences are dumped by pg_dump');
 
 SELECT * FROM finish();
 ROLLBACK;
