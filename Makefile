@@ -11,7 +11,10 @@ MODULE_big = payment_ext
 OBJS = \
 	src/payment_ext.o \
 	src/state.o \
-	src/methods.o
+	src/methods.o \
+	src/pricing.o \
+	src/refund.o \
+	src/payments.o
 
 # Install script parts, in this order.
 SQL_PARTS = \

@@ -16,9 +16,25 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
 #include "access/xact.h"
+#include "catalog/indexing.h"
+#include "catalog/pg_extension.h"
+#include "catalog/namespace.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
 #include "fmgr.h"
+#include "miscadmin.h"
+#include "commands/trigger.h"
+#include "storage/proc.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
 
 #include "payment_ext.h"
 
@@ -34,6 +50,210 @@ char	   *pe_database = NULL;
 bool		pe_suppress_row_audit = false;
 
 void		_PG_init(void);
+
+/* ---------------------------------------------------------------------------
+ * The schema of the spec's tables, and SPI plans kept per backend
+ * ---------------------------------------------------------------------------
+ */
+static char *tables_schema = NULL;		/* quoted, in TopMemoryContext */
+static LocalTransactionId tables_schema_lxid = InvalidLocalTransactionId;
+static uint64 schema_generation = 0;
+
+/* The namespace of extension extoid (PostgreSQL 15 does not export this). */
+static Oid
+extension_schema(Oid extoid)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	Oid			nspoid = InvalidOid;
+
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(extoid));
+	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+		nspoid = ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return nspoid;
+}
+
+/*
+ * pe_tables_schema
+ *		The quoted name of the schema CREATE EXTENSION payment_ext targeted,
+ *		where the spec's tables live.  Looked up at most once per
+ *		transaction; raises if the extension is not installed.
+ */
+const char *
+pe_tables_schema(void)
+{
+	Oid			extoid;
+	Oid			nspoid;
+	char	   *nspname;
+
+	if (tables_schema != NULL && tables_schema_lxid == MyProc->lxid)
+		return tables_schema;
+
+	extoid = get_extension_oid("payment_ext", true);
+	if (!OidIsValid(extoid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"payment_ext\" is not installed in this database"),
+				 errhint("Run CREATE EXTENSION payment_ext.")));
+	nspoid = extension_schema(extoid);
+	nspname = get_namespace_name(nspoid);
+	if (nspname == NULL)
+		elog(ERROR, "schema of extension payment_ext not found");
+
+	if (tables_schema == NULL || strcmp(tables_schema, quote_identifier(nspname)) != 0)
+	{
+		if (tables_schema != NULL)
+			pfree(tables_schema);
+		tables_schema = MemoryContextStrdup(TopMemoryContext, quote_identifier(nspname));
+		schema_generation++;
+	}
+	tables_schema_lxid = MyProc->lxid;
+	return tables_schema;
+}
+
+/*
+ * pe_plan
+ *		The kept SPI plan of p, prepared on first use (caller is connected to
+ *		SPI).  "@S@" in the SQL text stands for the tables' schema.
+ */
+SPIPlanPtr
+pe_plan(PePlan *p)
+{
+	const char *schema = pe_tables_schema();
+	StringInfoData sql;
+	const char *c;
+	SPIPlanPtr	plan;
+
+	if (p->plan != NULL && p->generation == schema_generation)
+		return p->plan;
+	if (p->plan != NULL)
+	{
+		SPI_freeplan(p->plan);
+		p->plan = NULL;
+	}
+
+	initStringInfo(&sql);
+	for (c = p->sql; *c; c++)
+	{
+		if (c[0] == '@' && c[1] == 'S' && c[2] == '@')
+		{
+			appendStringInfoString(&sql, schema);
+			c += 2;
+		}
+		else
+			appendStringInfoChar(&sql, *c);
+	}
+	plan = SPI_prepare(sql.data, p->nargs, p->argtypes);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql.data,
+			 SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	pfree(sql.data);
+	p->plan = plan;
+	p->generation = schema_generation;
+	return plan;
+}
+
+/* Column col (1-based) of row of the last SPI result. */
+Datum
+pe_spi_getdatum(int row, int col, bool *isnull)
+{
+	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
+}
+
+/* ---------------------------------------------------------------------------
+ * Helpers shared by the trigger functions
+ * ---------------------------------------------------------------------------
+ */
+
+/*
+ * pe_check_trigger
+ *		Raise unless fcinfo is a trigger call fired BEFORE (or AFTER) and FOR
+ *		EACH ROW (or statement) as the function's CREATE TRIGGER says.
+ */
+void
+pe_check_trigger(FunctionCallInfo fcinfo, const char *name, bool before, bool row)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("%s: not called by trigger manager", name)));
+	if ((before && !TRIGGER_FIRED_BEFORE(trigdata->tg_event)) ||
+		(!before && !TRIGGER_FIRED_AFTER(trigdata->tg_event)) ||
+		(row && !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event)) ||
+		(!row && !TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event)))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("%s: must be fired %s ... FOR EACH %s", name,
+						before ? "BEFORE" : "AFTER", row ? "ROW" : "STATEMENT")));
+}
+
+/* Append setting value to buf, cut to 64 bytes, printable ASCII only. */
+static void
+append_sanitized(StringInfo buf, const char *value)
+{
+	int			i;
+
+	if (value == NULL || value[0] == '\0')
+	{
+		appendStringInfoString(buf, "-");
+		return;
+	}
+	for (i = 0; value[i] != '\0' && i < 64; i++)
+	{
+		unsigned char c = (unsigned char) value[i];
+
+		appendStringInfoChar(buf, (c >= 0x21 && c < 0x7f && c != '"') ? (char) c : '?');
+	}
+}
+
+/*
+ * pe_log_refusal
+ *		One structured LOG line for a refusal by this extension (PCI DSS
+ *		10.2.1.4: invalid attempts), written just before the ERROR that rolls
+ *		the attempt back.  It names who (session user, the application's
+ *		app.current_user_id, client address), what and why, never the
+ *		refused value, and hides the statement text, which may hold it.
+ */
+void
+pe_log_refusal(const char *what, const char *why)
+{
+	StringInfoData buf;
+	char	   *addr = NULL;
+
+	initStringInfo(&buf);
+	appendStringInfo(&buf, "payment_ext refused: what=\"%s\" why=\"%s\" session_user=", what, why);
+	append_sanitized(&buf, GetUserNameFromId(GetSessionUserId(), true));
+	appendStringInfoString(&buf, " app_user=");
+	append_sanitized(&buf, GetConfigOption("app.current_user_id", true, false));
+	appendStringInfoString(&buf, " client=");
+	{
+		LOCAL_FCINFO(addr_fcinfo, 0);
+		Datum		inet;
+
+		InitFunctionCallInfoData(*addr_fcinfo, NULL, 0, InvalidOid, NULL, NULL);
+		inet = inet_client_addr(addr_fcinfo);
+		if (!addr_fcinfo->isnull)
+			addr = DatumGetCString(DirectFunctionCall1(inet_out, inet));
+	}
+	append_sanitized(&buf, addr ? addr : "local");
+	ereport(LOG,
+			(errmsg_internal("%s", buf.data),
+			 errhidestmt(true),
+			 errhidecontext(true)));
+	pfree(buf.data);
+}
 
 /* Transaction end: transaction-local flags go back to their defaults. */
 static void

@@ -11,6 +11,9 @@
 #ifndef PAYMENT_EXT_H
 #define PAYMENT_EXT_H
 
+#include "executor/spi.h"
+#include "utils/numeric.h"
+
 /* Payment status codes ("Payments"."Status"), DESIGN.md */
 #define PE_PAYMENT_PENDING				0
 #define PE_PAYMENT_COMPLETED			1
@@ -35,6 +38,49 @@ extern char *pe_database;
  * the caller writes one summary entry instead.  Reset at transaction end.
  */
 extern bool pe_suppress_row_audit;
+
+/*
+ * SPI plans prepared once per backend.  The SQL text may use @S@ for the
+ * quoted schema that holds the spec's tables (the extension's schema): the
+ * plan is prepared again if the extension moves to another schema.
+ */
+typedef struct PePlan
+{
+	const char *sql;			/* text, with @S@ for the tables' schema */
+	int			nargs;
+	Oid			argtypes[12];
+	SPIPlanPtr	plan;			/* kept (SPI_keepplan), or NULL */
+	uint64		generation;		/* pe_schema_generation it was made for */
+} PePlan;
+
+extern SPIPlanPtr pe_plan(PePlan *p);
+extern const char *pe_tables_schema(void);
+extern Datum pe_spi_getdatum(int row, int col, bool *isnull);
+
+/* pricing.c */
+extern void pe_check_currency(const char *currency, const char *what);
+extern void pe_check_money(Numeric value, const char *what, bool allow_zero);
+extern void pe_check_discount(Numeric pct);
+extern Numeric pe_compute_price(Numeric full_price, Numeric discount_pct);
+extern int64 pe_minor_units(Numeric amount);
+extern int	pe_numeric_cmp(Numeric a, Numeric b);
+
+/* payment_ext.c */
+struct FunctionCallInfoBaseData;
+extern void pe_check_trigger(struct FunctionCallInfoBaseData *fcinfo, const char *name,
+							 bool before, bool row);
+extern void pe_log_refusal(const char *what, const char *why);
+
+/* state.c */
+extern int	pe_attnum(TupleDesc tupdesc, const char *name);
+extern bool pe_column_unchanged(HeapTuple a, HeapTuple b, TupleDesc td, int attnum);
+extern void pe_refund_totals(Datum payment_id, Datum *live, bool *live_null,
+							 Datum *completed, bool *completed_null,
+							 Datum *latest, bool *latest_null);
+extern int	pe_paid_rank(int status);
+extern void pe_check_refund_reason(const char *reason);
+extern int	pe_status_for_refunds(Numeric amount, Datum completed, bool completed_null);
+extern void pe_check_metadata_object(Datum metadata, const char *what);
 
 extern const char *pe_payment_status_name(int status);
 extern const char *pe_refund_status_name(int status);

@@ -14,8 +14,17 @@
  */
 #include "postgres.h"
 
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
 #include "fmgr.h"
 #include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/jsonb.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
 
 #include "payment_ext.h"
 
@@ -82,4 +91,406 @@ pe_refund_status_name_sql(PG_FUNCTION_ARGS)
 				 errmsg("%d is not a refund status code", status),
 				 errhint("Refund status codes are 0 Processing, 1 Completed and 2 Failed.")));
 	PG_RETURN_TEXT_P(cstring_to_text(name));
+}
+
+/* ---------------------------------------------------------------------------
+ * The payment state machine: BEFORE INSERT OR UPDATE trigger on "Payments"
+ * ---------------------------------------------------------------------------
+ */
+
+/* Column numbers of "Payments", looked up once per backend and relation. */
+typedef struct PaymentCols
+{
+	Oid			relid;
+	int			natts;
+	int			id;
+	int			registration;
+	int			user_id;
+	int			amount;
+	int			currency;
+	int			discount;
+	int			status;
+	int			processed_at;
+	int			created_at;
+	int			updated_at;
+	int			refund_amount;
+	int			refund_currency;
+	int			refunded_at;
+	int			metadata;
+} PaymentCols;
+
+static PaymentCols pcols;
+
+/* Column number of name in tupdesc, raising if it is missing. */
+int
+pe_attnum(TupleDesc tupdesc, const char *name)
+{
+	int			attnum = SPI_fnumber(tupdesc, name);
+
+	if (attnum <= 0)
+		elog(ERROR, "column \"%s\" not found", name);
+	return attnum;
+}
+
+static void
+payment_cols_init(Relation rel)
+{
+	TupleDesc	td = RelationGetDescr(rel);
+
+	if (pcols.relid == RelationGetRelid(rel) && pcols.natts == td->natts)
+		return;
+	pcols.id = pe_attnum(td, "Id");
+	pcols.registration = pe_attnum(td, "EventRegistrationId");
+	pcols.user_id = pe_attnum(td, "UserId");
+	pcols.amount = pe_attnum(td, "AmountValue");
+	pcols.currency = pe_attnum(td, "Currency");
+	pcols.discount = pe_attnum(td, "SlidingScalePercentage");
+	pcols.status = pe_attnum(td, "Status");
+	pcols.processed_at = pe_attnum(td, "ProcessedAt");
+	pcols.created_at = pe_attnum(td, "CreatedAt");
+	pcols.updated_at = pe_attnum(td, "UpdatedAt");
+	pcols.refund_amount = pe_attnum(td, "RefundAmountValue");
+	pcols.refund_currency = pe_attnum(td, "RefundCurrency");
+	pcols.refunded_at = pe_attnum(td, "RefundedAt");
+	pcols.metadata = pe_attnum(td, "Metadata");
+	pcols.relid = RelationGetRelid(rel);
+	pcols.natts = td->natts;
+}
+
+/* True when column attnum has the same value (or NULL) in both tuples. */
+bool
+pe_column_unchanged(HeapTuple a, HeapTuple b, TupleDesc td, int attnum)
+{
+	bool		anull;
+	bool		bnull;
+	Datum		av = heap_getattr(a, attnum, td, &anull);
+	Datum		bv = heap_getattr(b, attnum, td, &bnull);
+	Form_pg_attribute att = TupleDescAttr(td, attnum - 1);
+
+	if (anull || bnull)
+		return anull && bnull;
+	return datumIsEqual(av, bv, att->attbyval, att->attlen);
+}
+
+/* Is from -> to one of DESIGN.md's payment transitions (or no change)? */
+static bool
+payment_transition_allowed(int from, int to)
+{
+	if (from == to)
+		return from != PE_PAYMENT_NOT_REQUIRED || to == PE_PAYMENT_NOT_REQUIRED;
+	switch (from)
+	{
+		case PE_PAYMENT_PENDING:
+			return to == PE_PAYMENT_COMPLETED || to == PE_PAYMENT_FAILED;
+		case PE_PAYMENT_FAILED:
+			return to == PE_PAYMENT_PENDING;
+		case PE_PAYMENT_COMPLETED:
+			return to == PE_PAYMENT_PARTIALLY_REFUNDED || to == PE_PAYMENT_REFUNDED;
+		case PE_PAYMENT_PARTIALLY_REFUNDED:
+			return to == PE_PAYMENT_REFUNDED;
+		default:
+			return false;
+	}
+}
+
+static PePlan refund_totals_plan = {
+	"SELECT pg_catalog.sum(\"RefundAmountValue\") FILTER (WHERE \"RefundStatus\" <> 2),"
+	" pg_catalog.sum(\"RefundAmountValue\") FILTER (WHERE \"RefundStatus\" = 1),"
+	" pg_catalog.max(\"ProcessedAt\") FILTER (WHERE \"RefundStatus\" <> 2)"
+	" FROM @S@.\"PaymentRefunds\" WHERE \"OriginalPaymentId\" = $1",
+	1, {UUIDOID}, NULL, 0
+};
+
+/*
+ * pe_refund_totals
+ *		The refunds of a payment: the sum of those not Failed (*live, NULL
+ *		when none), the sum of the Completed ones (*completed, NULL when
+ *		none) and the latest "ProcessedAt" of those not Failed.  Values are
+ *		copied into CurrentMemoryContext; connects to SPI itself.
+ */
+void
+pe_refund_totals(Datum payment_id, Datum *live, bool *live_null,
+				 Datum *completed, bool *completed_null,
+				 Datum *latest, bool *latest_null)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	int			rc;
+
+	SPI_connect();
+	rc = SPI_execute_plan(pe_plan(&refund_totals_plan), &payment_id, NULL, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "refund totals query failed: %s", SPI_result_code_string(rc));
+	*live = pe_spi_getdatum(0, 1, live_null);
+	*completed = pe_spi_getdatum(0, 2, completed_null);
+	*latest = pe_spi_getdatum(0, 3, latest_null);
+	{
+		MemoryContext spicxt = MemoryContextSwitchTo(cxt);
+
+		if (!*live_null)
+			*live = datumCopy(*live, false, -1);
+		if (!*completed_null)
+			*completed = datumCopy(*completed, false, -1);
+		MemoryContextSwitchTo(spicxt);
+	}
+	SPI_finish();
+}
+
+/*
+ * pe_status_for_refunds
+ *		The status a Completed, PartiallyRefunded or Refunded payment of
+ *		amount has when completed_sum of it has been refunded.
+ */
+int
+pe_status_for_refunds(Numeric amount, Datum completed, bool completed_null)
+{
+	Numeric		sum;
+
+	if (completed_null)
+		return PE_PAYMENT_COMPLETED;
+	sum = DatumGetNumeric(completed);
+	if (pe_numeric_cmp(sum, amount) >= 0)
+		return PE_PAYMENT_REFUNDED;
+	if (pe_numeric_cmp(sum, int64_to_numeric(0)) > 0)
+		return PE_PAYMENT_PARTIALLY_REFUNDED;
+	return PE_PAYMENT_COMPLETED;
+}
+
+/*
+ * pe_paid_rank
+ *		Order of the paid states along their only way: Completed (0),
+ *		PartiallyRefunded (1), Refunded (2).
+ */
+int
+pe_paid_rank(int status)
+{
+	switch (status)
+	{
+		case PE_PAYMENT_PARTIALLY_REFUNDED:
+			return 1;
+		case PE_PAYMENT_REFUNDED:
+			return 2;
+		default:
+			return 0;
+	}
+}
+
+static bool
+status_is_paid(int status)
+{
+	return status == PE_PAYMENT_COMPLETED || status == PE_PAYMENT_REFUNDED ||
+		status == PE_PAYMENT_PARTIALLY_REFUNDED;
+}
+
+/* Raise unless the jsonb datum is a JSON object. */
+void
+pe_check_metadata_object(Datum metadata, const char *what)
+{
+	Jsonb	   *jb = DatumGetJsonbP(metadata);
+
+	if (JB_ROOT_IS_SCALAR(jb) || !JB_ROOT_IS_OBJECT(jb))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("%s must be a JSON object", what)));
+}
+
+/*
+ * Trigger function: BEFORE INSERT OR UPDATE ON "Payments" FOR EACH ROW
+ *
+ * Holds DESIGN.md's rules whoever writes: the allowed status transitions,
+ * the columns that never change, and the derived columns "UpdatedAt",
+ * "ProcessedAt", "RefundAmountValue", "RefundCurrency" and "RefundedAt".
+ */
+PG_FUNCTION_INFO_V1(pe_payments_state_trigger);
+Datum
+pe_payments_state_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TupleDesc	td;
+	HeapTuple	newtuple;
+	HeapTuple	oldtuple = NULL;
+	Datum		values[6];
+	bool		nulls[6];
+	int			attnums[6];
+	int			n = 0;
+	bool		isnull;
+	int			new_status;
+	int			old_status = -1;
+	bool		recompute = false;
+	Datum		now = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+
+	pe_check_trigger(fcinfo, "pe_payments_state_trigger", true, true);
+	td = RelationGetDescr(trigdata->tg_relation);
+	payment_cols_init(trigdata->tg_relation);
+
+	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
+	{
+		static const struct
+		{
+			int		   *attnum;
+			const char *name;
+		}			fixed[] = {
+			{&pcols.id, "Id"},
+			{&pcols.registration, "EventRegistrationId"},
+			{&pcols.user_id, "UserId"},
+			{&pcols.amount, "AmountValue"},
+			{&pcols.currency, "Currency"},
+			{&pcols.discount, "SlidingScalePercentage"},
+			{&pcols.created_at, "CreatedAt"},
+		};
+		int			i;
+
+		oldtuple = trigdata->tg_trigtuple;
+		newtuple = trigdata->tg_newtuple;
+		for (i = 0; i < (int) lengthof(fixed); i++)
+			if (!pe_column_unchanged(oldtuple, newtuple, td, *fixed[i].attnum))
+			{
+				pe_log_refusal("update of a payment", "an immutable column was changed");
+				ereport(ERROR,
+						(errcode(ERRCODE_CHECK_VIOLATION),
+						 errmsg("\"%s\" of a payment never changes", fixed[i].name),
+						 errdetail("Amount, currency, discount, user, registration, id and creation time are fixed when a payment is created.")));
+			}
+		old_status = DatumGetInt32(heap_getattr(oldtuple, pcols.status, td, &isnull));
+	}
+	else
+		newtuple = trigdata->tg_trigtuple;
+
+	new_status = DatumGetInt32(heap_getattr(newtuple, pcols.status, td, &isnull));
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NOT_NULL_VIOLATION),
+				 errmsg("\"Status\" of a payment must not be null")));
+
+	if (oldtuple != NULL && !payment_transition_allowed(old_status, new_status))
+	{
+		const char *from = pe_payment_status_name(old_status);
+		const char *to = pe_payment_status_name(new_status);
+
+		pe_log_refusal("payment status change", "transition not allowed");
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("a payment cannot go from %s to %s",
+						from ? from : "?", to ? to : "an unknown status"),
+				 errhint("Allowed: Pending to Completed or Failed, Failed to Pending (retry), Completed to PartiallyRefunded or Refunded, PartiallyRefunded to Refunded; NotRequired is final. payment.resolve() repairs a payment past these rules.")));
+	}
+
+	/* "Metadata" is a JSON object */
+	if (oldtuple == NULL || !pe_column_unchanged(oldtuple, newtuple, td, pcols.metadata))
+	{
+		Datum		md = heap_getattr(newtuple, pcols.metadata, td, &isnull);
+
+		if (!isnull)
+			pe_check_metadata_object(md, "\"Metadata\" of a payment");
+	}
+
+	/* "ProcessedAt": set when the payment reaches an outcome */
+	if (oldtuple == NULL)
+	{
+		heap_getattr(newtuple, pcols.processed_at, td, &isnull);
+		if (isnull && new_status != PE_PAYMENT_PENDING)
+		{
+			attnums[n] = pcols.processed_at;
+			values[n] = now;
+			nulls[n++] = false;
+		}
+	}
+	else if (old_status != new_status)
+	{
+		if (old_status == PE_PAYMENT_PENDING &&
+			pe_column_unchanged(oldtuple, newtuple, td, pcols.processed_at))
+		{
+			attnums[n] = pcols.processed_at;
+			values[n] = now;
+			nulls[n++] = false;
+		}
+		else if (new_status == PE_PAYMENT_PENDING)
+		{
+			/* a retry: the next outcome sets it again */
+			attnums[n] = pcols.processed_at;
+			values[n] = (Datum) 0;
+			nulls[n++] = true;
+		}
+	}
+
+	/* "UpdatedAt" */
+	if (oldtuple != NULL)
+	{
+		attnums[n] = pcols.updated_at;
+		values[n] = now;
+		nulls[n++] = false;
+	}
+
+	/*
+	 * The refund columns are derived from "PaymentRefunds".  Recompute them
+	 * when a writer touched them, or when the status moves among the paid
+	 * states (which the completed refunds decide).  A new payment has no
+	 * refunds yet.
+	 */
+	if (oldtuple == NULL)
+	{
+		attnums[n] = pcols.refund_amount;
+		values[n] = (Datum) 0;
+		nulls[n++] = true;
+		attnums[n] = pcols.refund_currency;
+		values[n] = (Datum) 0;
+		nulls[n++] = true;
+		attnums[n] = pcols.refunded_at;
+		values[n] = (Datum) 0;
+		nulls[n++] = true;
+	}
+	else
+		recompute = !pe_column_unchanged(oldtuple, newtuple, td, pcols.refund_amount) ||
+			!pe_column_unchanged(oldtuple, newtuple, td, pcols.refund_currency) ||
+			!pe_column_unchanged(oldtuple, newtuple, td, pcols.refunded_at) ||
+			(old_status != new_status && status_is_paid(old_status) && status_is_paid(new_status));
+
+	if (recompute)
+	{
+		Datum		id = heap_getattr(newtuple, pcols.id, td, &isnull);
+		Numeric		amount = DatumGetNumeric(heap_getattr(newtuple, pcols.amount, td, &isnull));
+		Datum		live,
+					completed,
+					latest;
+		bool		live_null,
+					completed_null,
+					latest_null;
+
+		pe_refund_totals(id, &live, &live_null, &completed, &completed_null,
+						 &latest, &latest_null);
+		attnums[n] = pcols.refund_amount;
+		values[n] = live;
+		nulls[n++] = live_null;
+		attnums[n] = pcols.refund_currency;
+		values[n] = heap_getattr(newtuple, pcols.currency, td, &isnull);
+		nulls[n++] = live_null;
+		attnums[n] = pcols.refunded_at;
+		values[n] = latest;
+		nulls[n++] = live_null;
+
+		/*
+		 * A status the writer changed among the paid states must be the one
+		 * the completed refunds give.  An unchanged status is left alone: rows
+		 * restored from a dump get their refunds after them.
+		 */
+		if (old_status != new_status && status_is_paid(new_status))
+		{
+			int			derived = pe_status_for_refunds(amount, completed, completed_null);
+
+			if (derived != new_status)
+			{
+				const char *want = pe_payment_status_name(derived);
+				const char *got = pe_payment_status_name(new_status);
+
+				pe_log_refusal("payment status change", "status does not match the completed refunds");
+				ereport(ERROR,
+						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+						 errmsg("a payment whose completed refunds make it %s cannot be %s", want, got),
+						 errdetail("Completed and PartiallyRefunded and Refunded follow from the sum of the payment's completed refunds.")));
+			}
+		}
+	}
+
+	if (n > 0)
+		newtuple = heap_modify_tuple_by_cols(newtuple, td, n, attnums, values, nulls);
+	return PointerGetDatum(newtuple);
 }

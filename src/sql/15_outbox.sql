@@ -53,3 +53,20 @@ COMMENT ON COLUMN payment.outbox.state IS 'pending (due at next_attempt_at), sen
 
 SELECT pg_catalog.pg_extension_config_dump('payment.outbox', '');
 SELECT pg_catalog.pg_extension_config_dump('payment.outbox_id_seq', '');
+
+-- ---------------------------------------------------------------------------
+-- payment.idempotency_keys: the application's keys for payment.create and
+-- payment.refund, so that a double click never pays or refunds twice
+-- ---------------------------------------------------------------------------
+CREATE TABLE payment.idempotency_keys (
+	operation    text        NOT NULL,
+	key          text        NOT NULL,
+	request_hash bytea       NOT NULL,
+	result_id    uuid        NOT NULL,
+	created_at   timestamptz NOT NULL DEFAULT now(),
+	CONSTRAINT idempotency_keys_pkey PRIMARY KEY (operation, key),
+	CONSTRAINT idempotency_keys_operation_check CHECK (operation IN ('create', 'refund')),
+	CONSTRAINT idempotency_keys_key_check CHECK (length(key) BETWEEN 1 AND 255)
+);
+COMMENT ON TABLE payment.idempotency_keys IS 'idempotency keys given to payment.create and payment.refund, with a SHA-256 of the arguments and the row they made';
+SELECT pg_catalog.pg_extension_config_dump('payment.idempotency_keys', '');

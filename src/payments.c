@@ -1,0 +1,674 @@
+/*-------------------------------------------------------------------------
+ *
+ * payments.c
+ *		payment.create, payment.retry and payment.refund: the application's
+ *		way in, with idempotency keys and the transactional outbox.
+ *
+ * Invariants:
+ *	- Each function checks all of its arguments before it touches a table:
+ *	  a refused call changes nothing (and its transaction rolls back anyway).
+ *	- A payment (or refund) and the outbox row that asks Stripe for it are
+ *	  inserted in the caller's transaction: the request exists if and only if
+ *	  the change commits.
+ *	- payment.create locks the registration row (FOR NO KEY UPDATE) before it
+ *	  looks for a live payment, so concurrent calls for one registration are
+ *	  serialised and the loser gets a clear error; the unique index
+ *	  "UX_Payments_EventRegistration_Live" is the backstop.
+ *	- An idempotency key is claimed with INSERT ... ON CONFLICT DO NOTHING
+ *	  before any other write: a concurrent call with the same key waits for
+ *	  the first one's transaction, then returns its row (same arguments) or
+ *	  is refused (different arguments).
+ *
+ * IDENTIFICATION
+ *		src/payments.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include "catalog/pg_type.h"
+#include "common/cryptohash.h"
+#include "common/sha2.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/fmgrprotos.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/numeric.h"
+#include "utils/uuid.h"
+
+#include "payment_ext.h"
+
+#define PE_MAX_IDEMPOTENCY_KEY	255
+#define PE_STRIPE_METADATA_MAX	500
+
+static char *
+uuid_text(Datum id)
+{
+	return DatumGetCString(DirectFunctionCall1(uuid_out, id));
+}
+
+/* Raise 22004 if argument argno of the call is NULL. */
+static void
+check_not_null(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", name)));
+}
+
+/* ---------------------------------------------------------------------------
+ * Argument hashing for idempotency keys
+ * ---------------------------------------------------------------------------
+ */
+typedef struct ArgHash
+{
+	pg_cryptohash_ctx *ctx;
+} ArgHash;
+
+static void
+arghash_init(ArgHash *h)
+{
+	h->ctx = pg_cryptohash_create(PG_SHA256);
+	if (h->ctx == NULL || pg_cryptohash_init(h->ctx) < 0)
+		elog(ERROR, "could not initialise SHA-256");
+}
+
+/* Add one field, length-prefixed so that no two argument lists collide. */
+static void
+arghash_add(ArgHash *h, const char *value)
+{
+	char		len[32];
+	int			n;
+
+	if (value == NULL)
+		n = snprintf(len, sizeof(len), "N;");
+	else
+		n = snprintf(len, sizeof(len), "%zu:", strlen(value));
+	if (pg_cryptohash_update(h->ctx, (const uint8 *) len, n) < 0 ||
+		(value != NULL &&
+		 pg_cryptohash_update(h->ctx, (const uint8 *) value, strlen(value)) < 0))
+		elog(ERROR, "could not update SHA-256");
+}
+
+static void
+arghash_add_numeric(ArgHash *h, Numeric value)
+{
+	/* 40, 40.0 and 40.00 are the same amount */
+	arghash_add(h, numeric_normalize(value));
+}
+
+static bytea *
+arghash_final(ArgHash *h)
+{
+	bytea	   *result = palloc(VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
+
+	if (pg_cryptohash_final(h->ctx, (uint8 *) VARDATA(result), PG_SHA256_DIGEST_LENGTH) < 0)
+		elog(ERROR, "could not finish SHA-256");
+	pg_cryptohash_free(h->ctx);
+	SET_VARSIZE(result, VARHDRSZ + PG_SHA256_DIGEST_LENGTH);
+	return result;
+}
+
+/* ---------------------------------------------------------------------------
+ * Idempotency keys
+ * ---------------------------------------------------------------------------
+ */
+static PePlan idem_claim_plan = {
+	"INSERT INTO payment.idempotency_keys (operation, key, request_hash, result_id)"
+	" VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING",
+	4, {TEXTOID, TEXTOID, BYTEAOID, UUIDOID}, NULL, 0
+};
+
+static PePlan idem_lookup_plan = {
+	"SELECT request_hash, result_id FROM payment.idempotency_keys"
+	" WHERE operation = $1 AND key = $2",
+	2, {TEXTOID, TEXTOID}, NULL, 0
+};
+
+/* Raise unless key is a usable idempotency key. */
+static void
+check_idempotency_key(const char *key)
+{
+	size_t		len = strlen(key);
+
+	if (len == 0 || len > PE_MAX_IDEMPOTENCY_KEY)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("idempotency_key must have 1 to %d characters", PE_MAX_IDEMPOTENCY_KEY)));
+}
+
+/*
+ * idem_claim
+ *		Claim key for operation with the arguments' hash and the id the new
+ *		row will have.  Returns true when the key was already used with the
+ *		same arguments, setting *existing to the row it made; raises when it
+ *		was used with other arguments; returns false when the key is ours.
+ *		Caller is connected to SPI.
+ */
+static bool
+idem_claim(const char *operation, const char *key, bytea *hash, Datum new_id,
+		   Datum *existing)
+{
+	Datum		args[4];
+	bool		isnull;
+	bytea	   *old_hash;
+	int			rc;
+
+	args[0] = CStringGetTextDatum(operation);
+	args[1] = CStringGetTextDatum(key);
+	args[2] = PointerGetDatum(hash);
+	args[3] = new_id;
+	rc = SPI_execute_plan(pe_plan(&idem_claim_plan), args, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "claiming the idempotency key failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 1)
+		return false;
+
+	rc = SPI_execute_plan(pe_plan(&idem_lookup_plan), args, NULL, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "idempotency key vanished");
+	old_hash = DatumGetByteaPP(pe_spi_getdatum(0, 1, &isnull));
+	if (VARSIZE_ANY_EXHDR(old_hash) != VARSIZE_ANY_EXHDR(hash) ||
+		memcmp(VARDATA_ANY(old_hash), VARDATA_ANY(hash), VARSIZE_ANY_EXHDR(hash)) != 0)
+	{
+		pe_log_refusal(operation, "idempotency key reused with other arguments");
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("idempotency key was already used with different arguments"),
+				 errdetail("A key names one %s; the earlier call with this key made %s.",
+						   strcmp(operation, "create") == 0 ? "payment" : "refund",
+						   uuid_text(pe_spi_getdatum(0, 2, &isnull))),
+				 errhint("Use a new key for a new request.")));
+	}
+	*existing = pe_spi_getdatum(0, 2, &isnull);
+	return true;
+}
+
+/* ---------------------------------------------------------------------------
+ * Outbox requests
+ * ---------------------------------------------------------------------------
+ */
+static PePlan outbox_insert_plan = {
+	"INSERT INTO payment.outbox (kind, payment_id, refund_id, request, idempotency_key)"
+	" VALUES ($1, $2, $3, $4, $5)",
+	5, {TEXTOID, UUIDOID, UUIDOID, JSONBOID, TEXTOID}, NULL, 0
+};
+
+/* Append "key": "value" to a JSON object being built in buf. */
+static void
+json_field(StringInfo buf, const char *key, const char *value)
+{
+	if (buf->len > 1)
+		appendStringInfoChar(buf, ',');
+	escape_json(buf, key);
+	appendStringInfoChar(buf, ':');
+	escape_json(buf, value);
+}
+
+/* Insert an outbox row; request is the JSON text of its form parameters. */
+static void
+outbox_insert(const char *kind, Datum payment_id, Datum refund_id, bool has_refund,
+			  const char *request, const char *idempotency_key)
+{
+	Datum		args[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	int			rc;
+
+	args[0] = CStringGetTextDatum(kind);
+	args[1] = payment_id;
+	args[2] = refund_id;
+	if (!has_refund)
+		nulls[2] = 'n';
+	args[3] = DirectFunctionCall1(jsonb_in, CStringGetDatum(request));
+	args[4] = CStringGetTextDatum(idempotency_key);
+	rc = SPI_execute_plan(pe_plan(&outbox_insert_plan), args, nulls, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "inserting the outbox row failed: %s", SPI_result_code_string(rc));
+}
+
+/* Lower-case copy of an ASCII currency code, as Stripe takes it. */
+static char *
+stripe_currency(const char *currency)
+{
+	char	   *s = pstrdup(currency);
+	char	   *p;
+
+	for (p = s; *p; p++)
+		*p = pg_ascii_tolower((unsigned char) *p);
+	return s;
+}
+
+/* ---------------------------------------------------------------------------
+ * payment.create
+ * ---------------------------------------------------------------------------
+ */
+static PePlan lock_registration_plan = {
+	"SELECT 1 FROM @S@.\"EventRegistrations\" WHERE \"Id\" = $1 FOR NO KEY UPDATE",
+	1, {UUIDOID}, NULL, 0
+};
+
+static PePlan live_payment_plan = {
+	"SELECT \"Id\", \"Status\" FROM @S@.\"Payments\""
+	" WHERE \"EventRegistrationId\" = $1 AND \"Status\" IN (0, 1) LIMIT 1",
+	1, {UUIDOID}, NULL, 0
+};
+
+static PePlan saved_method_plan = {
+	"SELECT \"UserId\", \"IsActive\" FROM @S@.\"PaymentMethods\" WHERE \"Id\" = $1",
+	1, {UUIDOID}, NULL, 0
+};
+
+static PePlan payment_insert_plan = {
+	"INSERT INTO @S@.\"Payments\" (\"Id\", \"EventRegistrationId\", \"UserId\","
+	" \"AmountValue\", \"Currency\", \"SlidingScalePercentage\", \"Status\","
+	" \"PaymentMethodType\", \"Metadata\")"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+	9, {UUIDOID, UUIDOID, UUIDOID, NUMERICOID, TEXTOID, NUMERICOID, INT4OID, INT4OID, JSONBOID},
+	NULL, 0
+};
+
+/*
+ * lock_registration_for_payment
+ *		Lock the registration and raise if it is unknown or already has a
+ *		live (Pending or Completed) payment.  Caller is connected to SPI.
+ */
+static void
+lock_registration_for_payment(Datum registration_id)
+{
+	bool		isnull;
+	int			rc;
+
+	rc = SPI_execute_plan(pe_plan(&lock_registration_plan), &registration_id, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "locking the registration failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("registration %s does not exist", uuid_text(registration_id))));
+
+	rc = SPI_execute_plan(pe_plan(&live_payment_plan), &registration_id, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "looking for a live payment failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed > 0)
+	{
+		int			status = DatumGetInt32(pe_spi_getdatum(0, 2, &isnull));
+
+		pe_log_refusal("payment", "registration already has a live payment");
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("registration %s already has a %s payment",
+						uuid_text(registration_id), pe_payment_status_name(status)),
+				 errdetail("Payment %s is %s; a registration has at most one Pending or Completed payment.",
+						   uuid_text(pe_spi_getdatum(0, 1, &isnull)), pe_payment_status_name(status)),
+				 errhint("A Failed payment is retried with payment.retry().")));
+	}
+}
+
+/* SQL function: payment.create(uuid, uuid, numeric, numeric, text, int, text, uuid, text, jsonb) returns uuid */
+PG_FUNCTION_INFO_V1(pe_create);
+Datum
+pe_create(PG_FUNCTION_ARGS)
+{
+	Datum		registration_id;
+	Datum		user_id;
+	Numeric		full_price;
+	Numeric		discount;
+	char	   *currency;
+	int32		method_type;
+	char	   *stripe_pm = NULL;
+	bool		has_saved = !PG_ARGISNULL(7);
+	char	   *idem_key = NULL;
+	Datum		metadata;
+	Numeric		amount;
+	bool		zero;
+	Datum		payment_id;
+	Datum		existing;
+	bytea	   *hash = NULL;
+	bool		isnull;
+	int			rc;
+
+	/* arguments, all checked before anything is written */
+	check_not_null(fcinfo, 0, "registration_id");
+	check_not_null(fcinfo, 1, "user_id");
+	check_not_null(fcinfo, 2, "full_price");
+	check_not_null(fcinfo, 3, "discount_pct");
+	check_not_null(fcinfo, 4, "currency");
+	check_not_null(fcinfo, 5, "method_type");
+	check_not_null(fcinfo, 9, "metadata");
+	registration_id = PG_GETARG_DATUM(0);
+	user_id = PG_GETARG_DATUM(1);
+	full_price = PG_GETARG_NUMERIC(2);
+	discount = PG_GETARG_NUMERIC(3);
+	currency = text_to_cstring(PG_GETARG_TEXT_PP(4));
+	method_type = PG_GETARG_INT32(5);
+	metadata = PG_GETARG_DATUM(9);
+
+	pe_check_currency(currency, "currency");
+	amount = pe_compute_price(full_price, discount);
+	zero = pe_numeric_cmp(amount, int64_to_numeric(0)) == 0;
+	if (method_type < 0 || method_type > 4)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("method_type %d is not a payment method type", method_type),
+				 errhint("0 SavedCard, 1 NewCard, 2 BankTransfer, 3 PayPal, 4 Venmo.")));
+	if (!PG_ARGISNULL(6))
+	{
+		stripe_pm = text_to_cstring(PG_GETARG_TEXT_PP(6));
+		if (stripe_pm[0] == '\0')
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("stripe_payment_method must not be empty"),
+					 errhint("Pass NULL to let the browser confirm the payment with Stripe.js.")));
+	}
+	if (stripe_pm != NULL && has_saved)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("give stripe_payment_method or saved_method_id, not both")));
+	if (has_saved)
+		method_type = 0;		/* a saved method is a SavedCard */
+	pe_check_metadata_object(metadata, "metadata");
+	if (!PG_ARGISNULL(8))
+	{
+		ArgHash		h;
+
+		idem_key = text_to_cstring(PG_GETARG_TEXT_PP(8));
+		check_idempotency_key(idem_key);
+		arghash_init(&h);
+		arghash_add(&h, uuid_text(registration_id));
+		arghash_add(&h, uuid_text(user_id));
+		arghash_add_numeric(&h, full_price);
+		arghash_add_numeric(&h, discount);
+		arghash_add(&h, currency);
+		arghash_add(&h, psprintf("%d", method_type));
+		arghash_add(&h, stripe_pm);
+		arghash_add(&h, has_saved ? uuid_text(PG_GETARG_DATUM(7)) : NULL);
+		arghash_add(&h, JsonbToCString(NULL, &DatumGetJsonbP(metadata)->root, VARSIZE(DatumGetJsonbP(metadata))));
+		hash = arghash_final(&h);
+	}
+
+	payment_id = DirectFunctionCall1(gen_random_uuid, (Datum) 0);
+
+	SPI_connect();
+	if (idem_key != NULL &&
+		idem_claim("create", idem_key, hash, payment_id, &existing))
+	{
+		existing = SPI_datumTransfer(existing, false, UUID_LEN);
+		SPI_finish();
+		PG_RETURN_DATUM(existing);
+	}
+
+	lock_registration_for_payment(registration_id);
+
+	if (has_saved)
+	{
+		Datum		saved = PG_GETARG_DATUM(7);
+
+		rc = SPI_execute_plan(pe_plan(&saved_method_plan), &saved, NULL, false, 1);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "looking up the saved method failed");
+		if (SPI_processed == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_NO_DATA_FOUND),
+					 errmsg("saved payment method %s does not exist", uuid_text(saved))));
+		if (!DatumGetBool(DirectFunctionCall2(uuid_eq, pe_spi_getdatum(0, 1, &isnull), user_id)))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("saved payment method %s belongs to another user", uuid_text(saved))));
+		if (!DatumGetBool(pe_spi_getdatum(0, 2, &isnull)))
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("saved payment method %s is no longer active", uuid_text(saved))));
+	}
+
+	{
+		Datum		args[9];
+
+		args[0] = payment_id;
+		args[1] = registration_id;
+		args[2] = user_id;
+		args[3] = NumericGetDatum(amount);
+		args[4] = CStringGetTextDatum(currency);
+		args[5] = NumericGetDatum(discount);
+		args[6] = Int32GetDatum(zero ? PE_PAYMENT_NOT_REQUIRED : PE_PAYMENT_PENDING);
+		args[7] = Int32GetDatum(method_type);
+		args[8] = metadata;
+		rc = SPI_execute_plan(pe_plan(&payment_insert_plan), args, NULL, false, 0);
+		if (rc != SPI_OK_INSERT)
+			elog(ERROR, "inserting the payment failed: %s", SPI_result_code_string(rc));
+	}
+
+	if (!zero)
+	{
+		StringInfoData req;
+		char	   *pid = uuid_text(payment_id);
+
+		initStringInfo(&req);
+		appendStringInfoChar(&req, '{');
+		json_field(&req, "amount", psprintf(INT64_FORMAT, pe_minor_units(amount)));
+		json_field(&req, "currency", stripe_currency(currency));
+		json_field(&req, "metadata[payment_id]", pid);
+		json_field(&req, "metadata[registration_id]", uuid_text(registration_id));
+		if (stripe_pm != NULL || has_saved)
+		{
+			json_field(&req, "confirm", "true");
+			if (stripe_pm != NULL)
+				json_field(&req, "payment_method", stripe_pm);
+			else
+				json_field(&req, "saved_method_id", uuid_text(PG_GETARG_DATUM(7)));
+		}
+		else
+			json_field(&req, "automatic_payment_methods[enabled]", "true");
+		appendStringInfoChar(&req, '}');
+		outbox_insert("payment_intent.create", payment_id, (Datum) 0, false, req.data,
+					  psprintf("pe-%s-pi-1", pid));
+	}
+	SPI_finish();
+	PG_RETURN_DATUM(payment_id);
+}
+
+/* ---------------------------------------------------------------------------
+ * payment.retry
+ * ---------------------------------------------------------------------------
+ */
+static PePlan retry_lookup_plan = {
+	"SELECT \"Status\", \"EventRegistrationId\" FROM @S@.\"Payments\" WHERE \"Id\" = $1 FOR NO KEY UPDATE",
+	1, {UUIDOID}, NULL, 0
+};
+
+static PePlan retry_update_plan = {
+	"UPDATE @S@.\"Payments\" SET \"Status\" = 0 WHERE \"Id\" = $1",
+	1, {UUIDOID}, NULL, 0
+};
+
+static PePlan retry_request_plan = {
+	"SELECT request::text, (SELECT pg_catalog.count(*) FROM payment.outbox o2"
+	"  WHERE o2.payment_id = $1 AND o2.kind = 'payment_intent.create')"
+	" FROM payment.outbox WHERE payment_id = $1 AND kind = 'payment_intent.create'"
+	" ORDER BY id DESC LIMIT 1",
+	1, {UUIDOID}, NULL, 0
+};
+
+/* SQL function: payment.retry(uuid) returns void */
+PG_FUNCTION_INFO_V1(pe_retry);
+Datum
+pe_retry(PG_FUNCTION_ARGS)
+{
+	Datum		payment_id;
+	Datum		registration_id;
+	bool		isnull;
+	int			status;
+	int			rc;
+	char	   *request;
+	int64		n;
+
+	check_not_null(fcinfo, 0, "payment_id");
+	payment_id = PG_GETARG_DATUM(0);
+
+	SPI_connect();
+	rc = SPI_execute_plan(pe_plan(&retry_lookup_plan), &payment_id, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "looking up the payment failed");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("payment %s does not exist", uuid_text(payment_id))));
+	status = DatumGetInt32(pe_spi_getdatum(0, 1, &isnull));
+	registration_id = pe_spi_getdatum(0, 2, &isnull);
+	if (status != PE_PAYMENT_FAILED)
+	{
+		pe_log_refusal("payment retry", "payment is not Failed");
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("payment %s is %s and cannot be retried",
+						uuid_text(payment_id), pe_payment_status_name(status)),
+				 errhint("Only Failed payments are retried.")));
+	}
+	lock_registration_for_payment(registration_id);
+
+	rc = SPI_execute_plan(pe_plan(&retry_request_plan), &payment_id, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "looking up the payment's request failed");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("payment %s was never sent to Stripe and cannot be retried",
+						uuid_text(payment_id))));
+	request = TextDatumGetCString(pe_spi_getdatum(0, 1, &isnull));
+	n = DatumGetInt64(pe_spi_getdatum(0, 2, &isnull));
+
+	rc = SPI_execute_plan(pe_plan(&retry_update_plan), &payment_id, NULL, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "updating the payment failed");
+	/* the same request, under a new key: a new PaymentIntent */
+	outbox_insert("payment_intent.create", payment_id, (Datum) 0, false, request,
+				  psprintf("pe-%s-pi-" INT64_FORMAT, uuid_text(payment_id), n + 1));
+	SPI_finish();
+	PG_RETURN_VOID();
+}
+
+/* ---------------------------------------------------------------------------
+ * payment.refund
+ * ---------------------------------------------------------------------------
+ */
+static PePlan refund_payment_plan = {
+	"SELECT \"Currency\" FROM @S@.\"Payments\" WHERE \"Id\" = $1",
+	1, {UUIDOID}, NULL, 0
+};
+
+static PePlan refund_insert_plan = {
+	"INSERT INTO @S@.\"PaymentRefunds\" (\"Id\", \"OriginalPaymentId\", \"RefundAmountValue\","
+	" \"RefundCurrency\", \"RefundReason\", \"RefundStatus\", \"ProcessedByUserId\")"
+	" VALUES ($1, $2, $3, $4, $5, 0, $6)",
+	6, {UUIDOID, UUIDOID, NUMERICOID, TEXTOID, TEXTOID, UUIDOID}, NULL, 0
+};
+
+/* The first max_chars characters of s (whole characters). */
+static char *
+truncate_chars(const char *s, int max_chars)
+{
+	int			i;
+	const char *p = s;
+
+	for (i = 0; i < max_chars && *p; i++)
+		p += pg_mblen(p);
+	return pnstrdup(s, p - s);
+}
+
+/* SQL function: payment.refund(uuid, numeric, text, uuid, text) returns uuid */
+PG_FUNCTION_INFO_V1(pe_refund);
+Datum
+pe_refund(PG_FUNCTION_ARGS)
+{
+	Datum		payment_id;
+	Numeric		amount;
+	char	   *reason;
+	Datum		processed_by;
+	char	   *idem_key = NULL;
+	bytea	   *hash = NULL;
+	Datum		refund_id;
+	Datum		existing;
+	char	   *currency;
+	bool		isnull;
+	int			rc;
+
+	check_not_null(fcinfo, 0, "payment_id");
+	check_not_null(fcinfo, 1, "amount");
+	check_not_null(fcinfo, 2, "reason");
+	check_not_null(fcinfo, 3, "processed_by");
+	payment_id = PG_GETARG_DATUM(0);
+	amount = PG_GETARG_NUMERIC(1);
+	reason = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	processed_by = PG_GETARG_DATUM(3);
+	pe_check_money(amount, "amount", false);
+	pe_check_refund_reason(reason);
+	if (!PG_ARGISNULL(4))
+	{
+		ArgHash		h;
+
+		idem_key = text_to_cstring(PG_GETARG_TEXT_PP(4));
+		check_idempotency_key(idem_key);
+		arghash_init(&h);
+		arghash_add(&h, uuid_text(payment_id));
+		arghash_add_numeric(&h, amount);
+		arghash_add(&h, reason);
+		arghash_add(&h, uuid_text(processed_by));
+		hash = arghash_final(&h);
+	}
+
+	refund_id = DirectFunctionCall1(gen_random_uuid, (Datum) 0);
+
+	SPI_connect();
+	if (idem_key != NULL &&
+		idem_claim("refund", idem_key, hash, refund_id, &existing))
+	{
+		existing = SPI_datumTransfer(existing, false, UUID_LEN);
+		SPI_finish();
+		PG_RETURN_DATUM(existing);
+	}
+
+	rc = SPI_execute_plan(pe_plan(&refund_payment_plan), &payment_id, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "looking up the payment failed");
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("payment %s does not exist", uuid_text(payment_id))));
+	currency = TextDatumGetCString(pe_spi_getdatum(0, 1, &isnull));
+
+	{
+		Datum		args[6];
+
+		args[0] = refund_id;
+		args[1] = payment_id;
+		args[2] = NumericGetDatum(amount);
+		args[3] = CStringGetTextDatum(currency);
+		args[4] = CStringGetTextDatum(reason);
+		args[5] = processed_by;
+		/* the rules trigger locks the payment and checks what is left */
+		rc = SPI_execute_plan(pe_plan(&refund_insert_plan), args, NULL, false, 0);
+		if (rc != SPI_OK_INSERT)
+			elog(ERROR, "inserting the refund failed: %s", SPI_result_code_string(rc));
+	}
+
+	{
+		StringInfoData req;
+		char	   *rid = uuid_text(refund_id);
+
+		initStringInfo(&req);
+		appendStringInfoChar(&req, '{');
+		json_field(&req, "amount", psprintf(INT64_FORMAT, pe_minor_units(amount)));
+		json_field(&req, "reason", "requested_by_customer");
+		json_field(&req, "metadata[payment_id]", uuid_text(payment_id));
+		json_field(&req, "metadata[refund_id]", rid);
+		json_field(&req, "metadata[reason]", truncate_chars(reason, PE_STRIPE_METADATA_MAX));
+		appendStringInfoChar(&req, '}');
+		outbox_insert("refund.create", payment_id, refund_id, true, req.data,
+					  psprintf("pe-%s-re", rid));
+	}
+	SPI_finish();
+	PG_RETURN_DATUM(refund_id);
+}
