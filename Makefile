@@ -26,7 +26,7 @@ SQL_PARTS = \
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 
-REGRESS = install schema sample_queries
+REGRESS = install schema sample_queries pricing payments refunds
 REGRESS_OPTS = --inputdir=.
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter

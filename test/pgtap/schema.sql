@@ -8,7 +8,7 @@
 SET client_min_messages = warning;
 CREATE EXTENSION payment_ext;
 BEGIN;
-SELECT plan(378);
+SELECT plan(379);
 
 SELECT has_schema('payment', 'schema payment exists');
 SELECT has_table('public', 'Users', 'minimal table Users was created');
@@ -387,7 +387,8 @@ SELECT throws_ok('SELECT payment.refund_status_name(-1)', '22023', NULL, 'refund
 SELECT has_trigger('public', 'PaymentMethods', 'TR_PaymentMethods_Expiry', 'expiry trigger on PaymentMethods');
 SELECT is((SELECT tgenabled::text FROM pg_trigger WHERE tgname = 'TR_PaymentMethods_Expiry'), 'A', 'expiry trigger is ENABLE ALWAYS');
 SELECT hasnt_type('public', 'payment_status', 'no payment_status enum: the integer codes win');
-SELECT is((SELECT count(*)::int FROM pg_extension e, unnest(e.extconfig) c WHERE e.extname = 'payment_ext'), 10, 'all ten data tables and sequences are dumped by pg_dump');
+SELECT is((SELECT array_agg(c.relname::text ORDER BY c.relname) FROM pg_depend d JOIN pg_class c ON c.oid = d.objid AND d.classid = 'pg_class'::regclass JOIN pg_extension e ON e.oid = d.refobjid WHERE e.extname = 'payment_ext' AND d.deptype = 'e' AND c.relkind IN ('r', 'S') AND c.oid <> ALL (e.extconfig)), NULL, 'every table and sequence of the extension is marked for pg_dump');
+SELECT cmp_ok((SELECT cardinality(extconfig) FROM pg_extension WHERE extname = 'payment_ext'), '>=', 10, 'at least the ten data tables of the spec and the outbox are marked');
 
 SELECT * FROM finish();
 ROLLBACK;
