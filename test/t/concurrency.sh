@@ -1,0 +1,126 @@
+#!/usr/bin/env bash
+#
+# test/t/concurrency.sh — refund and payment rules under real concurrency.
+#
+# Many psql clients are started together and held at a barrier (a table
+# locked by a controlling session) until every one of them is waiting; then
+# the barrier goes and they race:
+#   - 60 payment.refund() of 1.00 at a 20.00 payment: exactly 20 succeed;
+#   - 50 plain INSERTs of a 1.00 refund at another 20.00 payment: exactly 20;
+#   - 20 payment.create() for one registration: exactly one live payment;
+#   - 20 payment.refund() with one idempotency key: one refund.
+# Prints TAP.  Needs PGHOST/PGPORT of a running cluster with payment_ext.
+#
+set -uo pipefail
+
+DB=pe_concurrency
+N=0
+FAILS=0
+OUT=$(mktemp -d)
+trap 'rm -rf "$OUT"' EXIT
+
+ok() {
+	N=$((N + 1))
+	if [ "$1" = "$2" ]; then
+		echo "ok $N - $3"
+	else
+		echo "not ok $N - $3"
+		echo "#   got: '$1'"
+		echo "#   expected: '$2'"
+		FAILS=$((FAILS + 1))
+	fi
+}
+
+q() { psql -X -qAt -v ON_ERROR_STOP=1 -d "$DB" -c "$1"; }
+
+echo "1..16"
+
+psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null 2>&1
+q "CREATE EXTENSION payment_ext" >/dev/null
+q "CREATE TABLE barrier (x int)"
+q "
+INSERT INTO \"Users\" (\"Id\", \"SceneName\", \"Email\")
+SELECT ('10000000-0000-0000-0000-' || lpad(i::text, 12, '0'))::uuid, 'u' || i, 'u' || i || '@example.org'
+  FROM generate_series(1, 5) i;
+INSERT INTO \"Events\" (\"Id\", \"Title\", \"StartDate\", \"EndDate\")
+VALUES ('20000000-0000-0000-0000-000000000001', 'Race', now(), now());
+INSERT INTO \"EventRegistrations\" (\"Id\", \"EventId\", \"UserId\")
+SELECT ('30000000-0000-0000-0000-' || lpad(i::text, 12, '0'))::uuid, '20000000-0000-0000-0000-000000000001',
+       ('10000000-0000-0000-0000-' || lpad(i::text, 12, '0'))::uuid
+  FROM generate_series(1, 5) i;"
+P1=$(q "SELECT payment.create('30000000-0000-0000-0000-000000000001', '10000000-0000-0000-0000-000000000001', 20.00)")
+P2=$(q "SELECT payment.create('30000000-0000-0000-0000-000000000002', '10000000-0000-0000-0000-000000000002', 20.00)")
+P4=$(q "SELECT payment.create('30000000-0000-0000-0000-000000000004', '10000000-0000-0000-0000-000000000004', 20.00)")
+q "UPDATE \"Payments\" SET \"Status\" = 1 WHERE \"Id\" IN ('$P1', '$P2', '$P4')"
+ADMIN=10000000-0000-0000-0000-000000000005
+
+# race COUNT SQL: run SQL in COUNT clients released together; prints the
+# number of clients whose statement succeeded
+race() {
+	local count=$1 sql=$2 i waiting ctl
+	rm -f "$OUT"/c*
+	psql -X -qAt -d "$DB" -c "BEGIN; LOCK TABLE barrier; SELECT pg_sleep(120)" >/dev/null 2>&1 &
+	ctl=$!
+	for i in $(seq 1 50); do
+		[ "$(q "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'barrier' AND l.granted AND l.mode = 'AccessExclusiveLock'")" = 1 ] && break
+		sleep 0.1
+	done
+	for i in $(seq 1 "$count"); do
+		psql -X -qAt -v ON_ERROR_STOP=1 -d "$DB" \
+			-c "SELECT count(*) FROM barrier" -c "$sql" >"$OUT/c$i.out" 2>"$OUT/c$i.err" &
+		echo $! >"$OUT/c$i.pid"
+	done
+	for i in $(seq 1 300); do
+		waiting=$(q "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'barrier' AND NOT l.granted")
+		[ "$waiting" -ge "$count" ] && break
+		sleep 0.1
+	done
+	q "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'BEGIN; LOCK TABLE barrier%' AND pid <> pg_backend_pid()" >/dev/null
+	wait "$ctl" 2>/dev/null
+	local succeeded=0
+	for i in $(seq 1 "$count"); do
+		if wait "$(cat "$OUT/c$i.pid")"; then
+			succeeded=$((succeeded + 1))
+		fi
+	done
+	echo "$succeeded"
+}
+
+# errors other than the expected refusal, counted over the last race
+other_errors() {
+	cat "$OUT"/c*.err 2>/dev/null | grep ERROR | grep -vc "$1" || true
+}
+
+# 1. 60 concurrent payment.refund() of 1.00 at 20.00
+s=$(race 60 "SELECT payment.refund('$P1', 1.00, 'concurrent refund test', '$ADMIN')")
+ok "$s" 20 "60 concurrent refunds of 1.00 at a 20.00 payment: 20 succeed"
+ok "$(other_errors 'exceeds the 0.00 USD left to refund')" 0 "the other 40 are refused for exceeding what is left"
+ok "$(q "SELECT count(*), sum(\"RefundAmountValue\") FROM \"PaymentRefunds\" WHERE \"OriginalPaymentId\" = '$P1'")" "20|20.00" "20 refund rows summing to 20.00"
+ok "$(q "SELECT \"RefundAmountValue\" FROM \"Payments\" WHERE \"Id\" = '$P1'")" "20.00" "the payment's RefundAmountValue is 20.00"
+ok "$(q "SELECT count(*) FROM payment.outbox WHERE payment_id = '$P1' AND kind = 'refund.create'")" "20" "20 refund requests in the outbox"
+
+# completing them all, concurrently, makes the payment Refunded
+s=$(race 20 "UPDATE \"PaymentRefunds\" SET \"RefundStatus\" = 1 WHERE \"Id\" = (SELECT \"Id\" FROM \"PaymentRefunds\" WHERE \"OriginalPaymentId\" = '$P1' AND \"RefundStatus\" = 0 ORDER BY \"Id\" LIMIT 1 FOR UPDATE SKIP LOCKED)")
+ok "$(q "SELECT count(*) FROM \"PaymentRefunds\" WHERE \"OriginalPaymentId\" = '$P1' AND \"RefundStatus\" = 1")" "20" "20 concurrent completions complete all 20 refunds"
+ok "$(q "SELECT payment.status_name(\"Status\") || ' ' || \"RefundAmountValue\" FROM \"Payments\" WHERE \"Id\" = '$P1'")" "Refunded 20.00" "the payment is Refunded, 20.00"
+
+# 2. 50 concurrent plain INSERTs of a 1.00 refund at 20.00
+s=$(race 50 "INSERT INTO \"PaymentRefunds\" (\"OriginalPaymentId\", \"RefundAmountValue\", \"RefundCurrency\", \"RefundReason\", \"ProcessedByUserId\") VALUES ('$P2', 1.00, 'USD', 'concurrent plain insert', '$ADMIN')")
+ok "$s" 20 "50 concurrent plain INSERTs of 1.00 at a 20.00 payment: 20 succeed"
+ok "$(other_errors 'exceeds the 0.00 USD left to refund')" 0 "the other 30 are refused by the trigger"
+ok "$(q "SELECT sum(\"RefundAmountValue\") || ' ' || (SELECT \"RefundAmountValue\" FROM \"Payments\" WHERE \"Id\" = '$P2') FROM \"PaymentRefunds\" WHERE \"OriginalPaymentId\" = '$P2'")" "20.00 20.00" "refund rows and the payment agree: 20.00"
+
+# 3. 20 concurrent payment.create() for one registration
+s=$(race 20 "SELECT payment.create('30000000-0000-0000-0000-000000000003', '10000000-0000-0000-0000-000000000003', 40.00, 25)")
+ok "$s" 1 "20 concurrent payment.create for one registration: one succeeds"
+ok "$(other_errors 'already has a Pending payment')" 0 "the other 19 are refused: the registration has a live payment"
+ok "$(q "SELECT count(*) || ' ' || sum(\"AmountValue\") FROM \"Payments\" WHERE \"EventRegistrationId\" = '30000000-0000-0000-0000-000000000003' AND \"Status\" IN (0, 1)")" "1 30.00" "exactly one live payment of 30.00"
+ok "$(q "SELECT count(*) FROM payment.outbox o JOIN \"Payments\" p ON p.\"Id\" = o.payment_id WHERE p.\"EventRegistrationId\" = '30000000-0000-0000-0000-000000000003'")" "1" "and exactly one request in the outbox"
+
+# 4. 20 concurrent payment.refund() with one idempotency key: one refund
+s=$(race 20 "SELECT payment.refund('$P4', 5.00, 'double clicked refund', '$ADMIN', 'click-42')")
+ok "$s" 20 "20 concurrent calls with one idempotency key all return"
+ok "$(q "SELECT count(*) || ' ' || sum(\"RefundAmountValue\") FROM \"PaymentRefunds\" WHERE \"OriginalPaymentId\" = '$P4'")" "1 5.00" "one refund of 5.00 was made"
+
+psql -X -q -d postgres -c "DROP DATABASE $DB" >/dev/null 2>&1
+exit $((FAILS > 0))
