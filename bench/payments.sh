@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+#
+# bench/payments.sh — pgbench throughput of payment.create against the same
+# work written by hand in plain SQL (INSERT the payment, INSERT the outbox
+# row, one statement, no triggers) on identical tables, indexes and foreign
+# keys, same run, same clients.  Runs alternate (baseline, payment_ext, ...)
+# so drift on this shared machine hits both alike; the ratio is of medians.
+#
+# Env: PGHOST/PGPORT (tools/run bench sets them), BENCH_CLIENTS (2),
+# BENCH_SECONDS (10 per run), BENCH_ROUNDS (3).
+#
+set -euo pipefail
+DB=pe_bench_payments
+CLIENTS=${BENCH_CLIENTS:-2}
+SECONDS_PER_RUN=${BENCH_SECONDS:-10}
+ROUNDS=${BENCH_ROUNDS:-3}
+REGS=${BENCH_REGISTRATIONS:-600000}
+WORK=$(mktemp -d)
+trap 'rm -rf "$WORK"' EXIT
+
+q() { psql -X -qAt -v ON_ERROR_STOP=1 -d "$DB" "$@"; }
+
+psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null 2>&1
+q -c "CREATE EXTENSION payment_ext" >/dev/null
+q <<SQL >/dev/null
+INSERT INTO "Users" ("Id", "SceneName", "Email")
+SELECT md5('u' || i)::uuid, 'u' || i, 'u' || i || '@example.org' FROM generate_series(0, 999) i;
+INSERT INTO "Events" ("Id", "Title", "StartDate", "EndDate")
+SELECT md5('e' || i)::uuid, 'event ' || i, now(), now() FROM generate_series(0, 999) i;
+INSERT INTO "EventRegistrations" ("Id", "EventId", "UserId")
+SELECT md5('r' || i)::uuid, md5('e' || (i / 1000))::uuid, md5('u' || (i % 1000))::uuid
+  FROM generate_series(1, $REGS) i;
+-- the baseline: the same tables, indexes and foreign keys, no triggers
+CREATE SCHEMA bench;
+CREATE TABLE bench."Payments" (LIKE public."Payments" INCLUDING ALL);
+ALTER TABLE bench."Payments"
+	ADD FOREIGN KEY ("UserId") REFERENCES public."Users"("Id") ON DELETE RESTRICT,
+	ADD FOREIGN KEY ("RefundedByUserId") REFERENCES public."Users"("Id") ON DELETE SET NULL,
+	ADD FOREIGN KEY ("EventRegistrationId") REFERENCES public."EventRegistrations"("Id") ON DELETE RESTRICT;
+CREATE TABLE bench.outbox (LIKE payment.outbox INCLUDING ALL);
+ALTER TABLE bench.outbox ADD FOREIGN KEY (payment_id) REFERENCES bench."Payments"("Id");
+CREATE SEQUENCE bench.reg_ext;
+CREATE SEQUENCE bench.reg_sql;
+VACUUM ANALYZE;
+SQL
+
+cat >"$WORK/ext.sql" <<'EOF2'
+SELECT payment.create(md5('r' || v)::uuid, md5('u' || (v % 1000))::uuid, 40.00, 25,
+                      stripe_payment_method => 'pm_card_visa')
+  FROM nextval('bench.reg_ext') v;
+EOF2
+cat >"$WORK/sql.sql" <<'EOF2'
+WITH n AS (SELECT nextval('bench.reg_sql') AS v),
+     p AS (INSERT INTO bench."Payments" ("Id", "EventRegistrationId", "UserId", "AmountValue", "Currency",
+                                         "SlidingScalePercentage", "Status", "PaymentMethodType", "Metadata")
+           SELECT gen_random_uuid(), md5('r' || v)::uuid, md5('u' || (v % 1000))::uuid,
+                  round(40.00 * (100 - 25) / 100, 2), 'USD', 25, 0, 1, '{}'
+             FROM n
+           RETURNING "Id", "AmountValue", "EventRegistrationId")
+INSERT INTO bench.outbox (kind, payment_id, request, idempotency_key)
+SELECT 'payment_intent.create', "Id",
+       jsonb_build_object('amount', ("AmountValue" * 100)::bigint::text, 'currency', 'usd',
+                          'confirm', 'true', 'payment_method', 'pm_card_visa',
+                          'metadata[payment_id]', "Id"::text,
+                          'metadata[registration_id]', "EventRegistrationId"::text),
+       'pe-' || "Id" || '-pi-1'
+  FROM p;
+EOF2
+
+tps() {
+	pgbench -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$SECONDS_PER_RUN" -f "$1" "$DB" 2>&1 |
+		sed -n 's/^tps = \([0-9.]*\) .*/\1/p'
+}
+
+ext=()
+base=()
+for r in $(seq 1 "$ROUNDS"); do
+	base+=("$(tps "$WORK/sql.sql")")
+	ext+=("$(tps "$WORK/ext.sql")")
+done
+median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
+mb=$(median "${base[@]}")
+me=$(median "${ext[@]}")
+ratio=$(awk -v a="$me" -v b="$mb" 'BEGIN {printf "%.2f", a / b}')
+made=$(q -c "SELECT count(*) FROM \"Payments\"")
+echo "payments: payment.create vs hand-written SQL, $CLIENTS clients, $ROUNDS x ${SECONDS_PER_RUN}s alternating"
+echo "  hand-written SQL tps: ${base[*]} (median $mb)"
+echo "  payment.create   tps: ${ext[*]} (median $me; $made payments made)"
+echo "RESULT payments | payment.create vs hand-written INSERTs | $me tps | $mb tps | $ratio"
+psql -X -q -d postgres -c "DROP DATABASE $DB" >/dev/null 2>&1 || true
