@@ -426,6 +426,8 @@ class StandIn:
             f["should_retry"] = f["should_retry"].lower() in ("1", "true", "yes", "on")
         if f.get("count") is None and f.get("rate") is None:
             f["count"] = 1
+        f.setdefault("count", None)
+        f.setdefault("rate", None)
         if kind == "slow" and not f.get("delay_ms"):
             raise ValueError("a slow fault needs delay_ms")
         f["method"] = f.get("method", "").upper() or None
@@ -940,9 +942,6 @@ class StandIn:
                     entry.update(state="done", status=status, body=raw, headers=extra_headers)
                 else:
                     self.idem.pop((api_key, idem_key), None)
-                if status == 200 and isinstance(body, dict) and body.get("object") == "payment_intent" \
-                        and route == "payment_intent.create":
-                    stats["objects"].append(body["id"])
             return finish(Response(status, raw, hdrs + extra_headers), fault)
 
         delay = latency
