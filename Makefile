@@ -14,7 +14,8 @@ OBJS = \
 	src/methods.o \
 	src/pricing.o \
 	src/refund.o \
-	src/payments.o
+	src/payments.o \
+	src/security.o
 
 # Install script parts, in this order.
 SQL_PARTS = \

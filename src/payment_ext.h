@@ -13,6 +13,7 @@
 
 #include "executor/spi.h"
 #include "utils/numeric.h"
+#include "utils/uuid.h"
 
 /* Payment status codes ("Payments"."Status"), DESIGN.md */
 #define PE_PAYMENT_PENDING				0
@@ -56,6 +57,9 @@ typedef struct PePlan
 extern SPIPlanPtr pe_plan(PePlan *p);
 extern const char *pe_tables_schema(void);
 extern Datum pe_spi_getdatum(int row, int col, bool *isnull);
+
+/* security.c */
+extern bool pe_parse_uuid(const char *s, pg_uuid_t *out);
 
 /* pricing.c */
 extern void pe_check_currency(const char *currency, const char *what);
