@@ -11,7 +11,9 @@ MODULE_big = payment_ext
 OBJS = \
 	src/payment_ext.o \
 	src/state.o \
-	src/methods.o
+	src/methods.o \
+	src/audit.o \
+	src/audit_chain.o
 
 # Install script parts, in this order.
 SQL_PARTS = \
@@ -19,7 +21,8 @@ SQL_PARTS = \
 	src/sql/10_tables.sql \
 	src/sql/15_outbox.sql \
 	src/sql/20_functions.sql \
-	src/sql/30_triggers.sql
+	src/sql/30_triggers.sql \
+	src/sql/35_audit.sql
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 
