@@ -13,6 +13,8 @@ OBJS = \
 	src/state.o \
 	src/methods.o \
 	src/audit.o \
+	src/audit_context.o \
+	src/audit_describe.o \
 	src/audit_chain.o
 
 # Install script parts, in this order.

@@ -72,6 +72,7 @@
 #include "utils/uuid.h"
 
 #include "audit.h"
+#include "audit_int.h"
 #include "payment_ext.h"
 
 /* ---------------------------------------------------------------------------
@@ -79,71 +80,11 @@
  * ---------------------------------------------------------------------------
  */
 
-/* quoted settings in a description are clipped to this many bytes */
-#define AUDIT_CLAIM_MAX_BYTES		64
-/* "UserAgent" is clipped to this many bytes */
-#define AUDIT_USER_AGENT_MAX_BYTES	1000
-/* digit runs this long in a quoted setting are masked (card numbers) */
-#define AUDIT_MASK_DIGIT_RUN		7
-
+/* columns shown as PE_AUDIT_SEALED_TEXT */
 #define AUDIT_SEALED_PREFIX			"Encrypted"
-#define AUDIT_SEALED_TEXT			"[sealed]"
 
 /* number of parameters of the audit INSERT */
 #define AUDIT_INSERT_NARGS			12
-
-/* ---------------------------------------------------------------------------
- * Types
- * ---------------------------------------------------------------------------
- */
-
-typedef enum AuditTable
-{
-	AUDIT_PAYMENTS,
-	AUDIT_REFUNDS,
-	AUDIT_FAILURES,
-	AUDIT_METHODS
-} AuditTable;
-
-/* one live column of an audited table */
-typedef struct AuditColumn
-{
-	AttrNumber	attnum;
-	char	   *name;
-	Oid			typid;
-	int16		typlen;
-	bool		typbyval;
-	bool		sealed;			/* "Encrypted...": shown as "[sealed]" */
-	FmgrInfo	output;			/* type output function */
-} AuditColumn;
-
-/* attribute map of one audited table, keyed by relation OID */
-typedef struct AuditRelCache
-{
-	Oid			relid;			/* hash key */
-	bool		valid;			/* false after a relcache invalidation */
-	MemoryContext cxt;			/* owns everything below */
-	AuditTable	kind;
-	char	   *relname;
-	int			ncolumns;
-	AuditColumn *columns;
-	/* attnums (0 when absent) of the columns the trigger interprets */
-	AttrNumber	att_id;
-	AttrNumber	att_payment;	/* the payment an entry belongs to */
-	AttrNumber	att_status;
-	AttrNumber	att_metadata;
-	AttrNumber	att_updated_at;
-	AttrNumber	att_amount;
-	AttrNumber	att_currency;
-	AttrNumber	att_pct;
-	AttrNumber	att_refund_amount;
-	AttrNumber	att_failure_code;
-	AttrNumber	att_retry;
-	AttrNumber	att_brand;
-	AttrNumber	att_last4;
-	AttrNumber	att_exp_month;
-	AttrNumber	att_exp_year;
-} AuditRelCache;
 
 /* where audit rows go: "PaymentAuditLog" of one schema */
 typedef struct AuditTarget
@@ -155,32 +96,6 @@ typedef struct AuditTarget
 	SPIPlanPtr	insert_plan;
 	SPIPlanPtr	user_plan;
 } AuditTarget;
-
-/* one entry to write */
-typedef struct AuditEntry
-{
-	const char *action_type;
-	StringInfoData description;
-	Jsonb	   *old_values;
-	Jsonb	   *new_values;
-	bool		has_payment;
-	Datum		payment_id;
-	bool		has_row;
-	Datum		row_id;
-	const char *table_name;
-	bool		payment_locked; /* caller holds the payment's row lock */
-} AuditEntry;
-
-/* request context of the current change */
-typedef struct AuditRequest
-{
-	bool		user_valid;		/* app.current_user_id is a uuid */
-	pg_uuid_t	user;
-	bool		ip_isnull;
-	Datum		ip;
-	char	   *user_agent;		/* NULL when absent */
-	StringInfoData notes;		/* appended to the description */
-} AuditRequest;
 
 /*
  * The last application user found in "Users".  "pending" while only the
@@ -204,16 +119,6 @@ static HTAB *audit_rel_hash = NULL;
 static AuditTarget audit_target_cache;
 static AuditKnownUser audit_known_user;
 static bool audit_callbacks_registered = false;
-
-/* client address of the connection: computed once per backend */
-static bool audit_client_addr_done = false;
-static bool audit_client_addr_isnull = true;
-static Datum audit_client_addr;
-
-/* role names by OID, two entries (session_user and current_user) */
-static Oid	audit_role_oid[2] = {InvalidOid, InvalidOid};
-static char audit_role_name_buf[2][NAMEDATALEN];
-static int	audit_role_next = 0;
 
 /* ---------------------------------------------------------------------------
  * Invalidation and transaction callbacks
@@ -239,14 +144,6 @@ audit_relcache_callback(Datum arg, Oid relid)
 	if (relid == InvalidOid || relid == audit_target_cache.logrelid)
 		audit_target_cache.valid = false;
 	pe_audit_chain_relcache_inval(relid);
-}
-
-/* Role renamed or dropped: forget the cached names. */
-static void
-audit_authid_callback(Datum arg, int cacheid, uint32 hashvalue)
-{
-	audit_role_oid[0] = InvalidOid;
-	audit_role_oid[1] = InvalidOid;
 }
 
 /* Transaction end: promote or forget the known user. */
@@ -307,7 +204,6 @@ audit_init(void)
 								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
 	CacheRegisterRelcacheCallback(audit_relcache_callback, (Datum) 0);
-	CacheRegisterSyscacheCallback(AUTHOID, audit_authid_callback, (Datum) 0);
 	RegisterXactCallback(audit_xact_callback, NULL);
 	RegisterSubXactCallback(audit_subxact_callback, NULL);
 	audit_callbacks_registered = true;
@@ -507,7 +403,7 @@ audit_push_value(JsonbParseState **state, AuditColumn *col, Datum value,
 	if (isnull)
 		v.type = jbvNull;
 	else if (col->sealed)
-		audit_string_value(&v, AUDIT_SEALED_TEXT);
+		audit_string_value(&v, PE_AUDIT_SEALED_TEXT);
 	else
 	{
 		switch (col->typid)
@@ -601,262 +497,6 @@ audit_row_json(AuditRelCache *entry, Datum *values, bool *nulls,
 	}
 	result = pushJsonbValue(&state, WJB_END_OBJECT, NULL);
 	return JsonbValueToJsonb(result);
-}
-
-/* ---------------------------------------------------------------------------
- * Request context
- * ---------------------------------------------------------------------------
- */
-
-static int
-audit_hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/*
- * audit_parse_uuid
- *		Parse a uuid without raising: 32 hex digits, hyphens allowed where the
- *		canonical form has them, optionally in braces (a subset of what
- *		uuid_in accepts, with the same value).
- */
-static bool
-audit_parse_uuid(const char *s, pg_uuid_t *out)
-{
-	const char *p = s;
-	bool		braces = false;
-	int			i;
-
-	if (*p == '{')
-	{
-		braces = true;
-		p++;
-	}
-	for (i = 0; i < UUID_LEN; i++)
-	{
-		int			hi;
-		int			lo;
-
-		if ((i == 4 || i == 6 || i == 8 || i == 10) && *p == '-')
-			p++;
-		hi = audit_hex_value(p[0]);
-		if (hi < 0)
-			return false;
-		lo = audit_hex_value(p[1]);
-		if (lo < 0)
-			return false;
-		out->data[i] = (unsigned char) ((hi << 4) | lo);
-		p += 2;
-	}
-	if (braces)
-	{
-		if (*p != '}')
-			return false;
-		p++;
-	}
-	return *p == '\0';
-}
-
-/*
- * audit_parse_inet
- *		Parse an inet without raising: the same check as inet_in's, done
- *		first, then inet_in itself (which cannot fail any more).
- */
-static bool
-audit_parse_inet(const char *s, Datum *result)
-{
-	unsigned char addr[16];
-	int			family = strchr(s, ':') != NULL ? PGSQL_AF_INET6 : PGSQL_AF_INET;
-	int			maxbits = family == PGSQL_AF_INET6 ? 128 : 32;
-	int			bits;
-
-	bits = pg_inet_net_pton(family, s, addr, -1);
-	if (bits < 0 || bits > maxbits)
-		return false;
-	*result = DirectFunctionCall1(inet_in, CStringGetDatum(s));
-	return true;
-}
-
-/*
- * audit_append_claim
- *		Append a setting's raw text to a description, quoted, made safe: runs
- *		of AUDIT_MASK_DIGIT_RUN or more digits (spaces and dashes between
- *		them allowed) are masked with '#', so a card number set by mistake
- *		never lands in the log; control characters and quotes become '?';
- *		and the text is clipped to AUDIT_CLAIM_MAX_BYTES on a character
- *		boundary.
- */
-static void
-audit_append_claim(StringInfo buf, const char *raw)
-{
-	char	   *s = pstrdup(raw);
-	int			len = strlen(s);
-	int			i = 0;
-	int			cut;
-
-	while (i < len)
-	{
-		int			start = i;
-		int			digits = 0;
-		int			j;
-
-		while (i < len && ((s[i] >= '0' && s[i] <= '9') ||
-						   ((s[i] == ' ' || s[i] == '-') && i > start)))
-		{
-			if (s[i] >= '0' && s[i] <= '9')
-				digits++;
-			i++;
-		}
-		if (digits >= AUDIT_MASK_DIGIT_RUN)
-		{
-			for (j = start; j < i; j++)
-				if (s[j] >= '0' && s[j] <= '9')
-					s[j] = '#';
-		}
-		if (i == start)
-			i++;
-	}
-	for (i = 0; i < len; i++)
-	{
-		unsigned char c = (unsigned char) s[i];
-
-		if (c < 0x20 || c == 0x7f || c == '\'' || c == '"' || c == '\\')
-			s[i] = '?';
-	}
-	cut = len > AUDIT_CLAIM_MAX_BYTES ?
-		pg_mbcliplen(s, len, AUDIT_CLAIM_MAX_BYTES) : len;
-	appendStringInfoChar(buf, '\'');
-	appendBinaryStringInfo(buf, s, cut);
-	if (cut < len)
-		appendStringInfoString(buf, "...");
-	appendStringInfoChar(buf, '\'');
-	pfree(s);
-}
-
-/* an app.* setting, NULL when not defined or empty */
-static const char *
-audit_setting(const char *name)
-{
-	const char *value = GetConfigOption(name, true, false);
-
-	if (value == NULL || value[0] == '\0')
-		return NULL;
-	return value;
-}
-
-/*
- * The connection's client address, as inet_client_addr() gives it (NULL for
- * Unix sockets and background workers); computed once per backend.
- */
-static bool
-audit_connection_addr(Datum *result)
-{
-	if (!audit_client_addr_done)
-	{
-		LOCAL_FCINFO(fcinfo, 0);
-		Datum		addr;
-
-		InitFunctionCallInfoData(*fcinfo, NULL, 0, InvalidOid, NULL, NULL);
-		addr = inet_client_addr(fcinfo);
-		if (!fcinfo->isnull)
-		{
-			MemoryContext oldcxt = MemoryContextSwitchTo(TopMemoryContext);
-
-			audit_client_addr = datumCopy(addr, false, -1);
-			audit_client_addr_isnull = false;
-			MemoryContextSwitchTo(oldcxt);
-		}
-		audit_client_addr_done = true;
-	}
-	*result = audit_client_addr;
-	return !audit_client_addr_isnull;
-}
-
-/* text clipped to max_bytes on a character boundary */
-static char *
-audit_clip(const char *s, int max_bytes)
-{
-	int			len = strlen(s);
-
-	if (len <= max_bytes)
-		return pstrdup(s);
-	return pnstrdup(s, pg_mbcliplen(s, len, max_bytes));
-}
-
-/*
- * audit_read_request
- *		The request context of the current change, from the app.* settings
- *		(an empty one is absent) with the connection's own values as
- *		fallbacks.  Malformed settings become notes for the description.
- */
-static void
-audit_read_request(AuditRequest *req)
-{
-	const char *uid = audit_setting("app.current_user_id");
-	const char *ip = audit_setting("app.client_ip");
-	const char *ua = audit_setting("app.user_agent");
-
-	initStringInfo(&req->notes);
-
-	req->user_valid = false;
-	if (uid != NULL)
-	{
-		if (audit_parse_uuid(uid, &req->user))
-			req->user_valid = true;
-		else
-		{
-			appendStringInfoString(&req->notes,
-								   "; app.current_user_id is not a uuid: ");
-			audit_append_claim(&req->notes, uid);
-		}
-	}
-
-	if (ip != NULL)
-	{
-		req->ip_isnull = !audit_parse_inet(ip, &req->ip);
-		if (req->ip_isnull)
-		{
-			appendStringInfoString(&req->notes,
-								   "; app.client_ip is not an IP address: ");
-			audit_append_claim(&req->notes, ip);
-		}
-	}
-	else
-		req->ip_isnull = !audit_connection_addr(&req->ip);
-
-	if (ua == NULL && application_name != NULL && application_name[0] != '\0')
-		ua = application_name;
-	req->user_agent = ua != NULL ?
-		audit_clip(ua, AUDIT_USER_AGENT_MAX_BYTES) : NULL;
-}
-
-/* Name of a role, from a two-entry cache (no catalog access when warm). */
-static const char *
-audit_role_name(Oid roleid)
-{
-	int			i;
-	char	   *name;
-
-	for (i = 0; i < 2; i++)
-	{
-		if (audit_role_oid[i] == roleid && OidIsValid(roleid))
-			return audit_role_name_buf[i];
-	}
-	i = audit_role_next;
-	audit_role_next = (audit_role_next + 1) % 2;
-	name = GetUserNameFromId(roleid, true);
-	if (name != NULL)
-		strlcpy(audit_role_name_buf[i], name, NAMEDATALEN);
-	else
-		snprintf(audit_role_name_buf[i], NAMEDATALEN, "role %u", roleid);
-	audit_role_oid[i] = roleid;
-	return audit_role_name_buf[i];
 }
 
 /* ---------------------------------------------------------------------------
@@ -987,11 +627,11 @@ audit_write(AuditEntry *e, Oid nspid)
 
 	audit_init();
 	t = audit_target(nspid);
-	audit_read_request(&req);
+	pe_audit_read_request(&req);
 
 	GetUserIdAndSecContext(&save_userid, &save_sec);
-	session_name = audit_role_name(GetSessionUserId());
-	current_name = audit_role_name(save_userid);
+	session_name = pe_audit_role_name(GetSessionUserId());
+	current_name = pe_audit_role_name(save_userid);
 
 	memset(nulls, ' ', sizeof(nulls));
 
@@ -1073,308 +713,6 @@ audit_write(AuditEntry *e, Oid nspid)
 }
 
 /* ---------------------------------------------------------------------------
- * Classification and descriptions
- * ---------------------------------------------------------------------------
- */
-
-/* text of a column's value for a description ("?" when absent or NULL) */
-static char *
-audit_value_text(AuditRelCache *entry, AttrNumber attnum, Datum *values,
-				 bool *nulls)
-{
-	int			i;
-
-	if (attnum == 0 || nulls[attnum - 1])
-		return "?";
-	for (i = 0; i < entry->ncolumns; i++)
-	{
-		if (entry->columns[i].attnum == attnum)
-		{
-			if (entry->columns[i].sealed)
-				return AUDIT_SEALED_TEXT;
-			return OutputFunctionCall(&entry->columns[i].output,
-									  values[attnum - 1]);
-		}
-	}
-	return "?";
-}
-
-/* int4 value of a column, or -1 when absent or NULL */
-static int
-audit_value_int(AttrNumber attnum, Datum *values, bool *nulls)
-{
-	if (attnum == 0 || nulls[attnum - 1])
-		return -1;
-	return DatumGetInt32(values[attnum - 1]);
-}
-
-/* name of a payment or refund status for a description */
-static const char *
-audit_status_text(AuditTable kind, int status)
-{
-	const char *name;
-
-	name = kind == AUDIT_PAYMENTS ? pe_payment_status_name(status) :
-		pe_refund_status_name(status);
-	return name != NULL ? name : psprintf("%d", status);
-}
-
-/* "amount currency" of a row */
-static char *
-audit_amount_text(AuditRelCache *entry, Datum *values, bool *nulls)
-{
-	return psprintf("%s %s",
-					audit_value_text(entry, entry->att_amount, values, nulls),
-					audit_value_text(entry, entry->att_currency, values, nulls));
-}
-
-/* ", changed: a, b" for an UPDATE */
-static void
-audit_append_changed(StringInfo buf, AuditRelCache *entry, bool *changed)
-{
-	int			i;
-	bool		first = true;
-
-	for (i = 0; i < entry->ncolumns; i++)
-	{
-		if (!changed[entry->columns[i].attnum - 1])
-			continue;
-		appendStringInfoString(buf, first ? " (changed: " : ", ");
-		appendStringInfoString(buf, entry->columns[i].name);
-		first = false;
-	}
-	if (!first)
-		appendStringInfoChar(buf, ')');
-}
-
-/* Action and description of an INSERT. */
-static void
-audit_classify_insert(AuditEntry *e, AuditRelCache *entry, Datum *values,
-					  bool *nulls)
-{
-	StringInfo	d = &e->description;
-	int			status = audit_value_int(entry->att_status, values, nulls);
-
-	switch (entry->kind)
-	{
-		case AUDIT_PAYMENTS:
-			switch (status)
-			{
-				case PE_PAYMENT_PENDING:
-					e->action_type = "PaymentInitiated";
-					appendStringInfoString(d, "payment initiated");
-					break;
-				case PE_PAYMENT_NOT_REQUIRED:
-					e->action_type = "PaymentProcessed";
-					appendStringInfoString(d, "payment not required (zero amount), processed at once");
-					break;
-				case PE_PAYMENT_COMPLETED:
-					e->action_type = "PaymentCompleted";
-					appendStringInfoString(d, "payment recorded as Completed");
-					break;
-				case PE_PAYMENT_FAILED:
-					e->action_type = "PaymentFailed";
-					appendStringInfoString(d, "payment recorded as Failed");
-					break;
-				default:
-					e->action_type = "SystemAction";
-					appendStringInfo(d, "payment recorded as %s",
-									 audit_status_text(entry->kind, status));
-					break;
-			}
-			appendStringInfo(d, ": %s at %s%% sliding scale",
-							 audit_amount_text(entry, values, nulls),
-							 audit_value_text(entry, entry->att_pct, values, nulls));
-			break;
-		case AUDIT_REFUNDS:
-			switch (status)
-			{
-				case PE_REFUND_COMPLETED:
-					e->action_type = "RefundCompleted";
-					appendStringInfoString(d, "refund recorded as Completed");
-					break;
-				case PE_REFUND_FAILED:
-					e->action_type = "RefundFailed";
-					appendStringInfoString(d, "refund recorded as Failed");
-					break;
-				default:
-					e->action_type = "RefundInitiated";
-					appendStringInfoString(d, "refund initiated");
-					break;
-			}
-			appendStringInfo(d, ": %s", audit_amount_text(entry, values, nulls));
-			break;
-		case AUDIT_FAILURES:
-			e->action_type = "PaymentFailed";
-			appendStringInfo(d, "payment failure recorded: code %s, retry %s",
-							 audit_value_text(entry, entry->att_failure_code, values, nulls),
-							 audit_value_text(entry, entry->att_retry, values, nulls));
-			break;
-		case AUDIT_METHODS:
-			e->action_type = "SystemAction";
-			appendStringInfo(d, "saved payment method added: %s ending %s, expires %s/%s",
-							 audit_value_text(entry, entry->att_brand, values, nulls),
-							 audit_value_text(entry, entry->att_last4, values, nulls),
-							 audit_value_text(entry, entry->att_exp_month, values, nulls),
-							 audit_value_text(entry, entry->att_exp_year, values, nulls));
-			break;
-	}
-}
-
-/* Action and description of an UPDATE that changed something. */
-static void
-audit_classify_update(AuditEntry *e, AuditRelCache *entry,
-					  Datum *oldvalues, bool *oldnulls,
-					  Datum *newvalues, bool *newnulls, bool *changed)
-{
-	StringInfo	d = &e->description;
-	int			i;
-	bool		metadata_only;
-	bool		status_changed;
-	int			from = audit_value_int(entry->att_status, oldvalues, oldnulls);
-	int			to = audit_value_int(entry->att_status, newvalues, newnulls);
-
-	/* metadata-only: "Metadata" changed, and nothing else but "UpdatedAt" */
-	metadata_only = entry->att_metadata != 0 && changed[entry->att_metadata - 1];
-	for (i = 0; metadata_only && i < entry->ncolumns; i++)
-	{
-		AttrNumber	attnum = entry->columns[i].attnum;
-
-		if (changed[attnum - 1] && attnum != entry->att_metadata &&
-			attnum != entry->att_updated_at)
-			metadata_only = false;
-	}
-	status_changed = entry->att_status != 0 && changed[entry->att_status - 1];
-
-	switch (entry->kind)
-	{
-		case AUDIT_PAYMENTS:
-			if (status_changed)
-			{
-				if (from == PE_PAYMENT_PENDING && to == PE_PAYMENT_COMPLETED)
-				{
-					e->action_type = "PaymentCompleted";
-					appendStringInfoString(d, "payment completed");
-				}
-				else if (from == PE_PAYMENT_PENDING && to == PE_PAYMENT_FAILED)
-				{
-					e->action_type = "PaymentFailed";
-					appendStringInfoString(d, "payment failed");
-				}
-				else if (from == PE_PAYMENT_FAILED && to == PE_PAYMENT_PENDING)
-				{
-					e->action_type = "PaymentRetried";
-					appendStringInfoString(d, "payment retried");
-				}
-				else
-				{
-					e->action_type = "StatusChanged";
-					appendStringInfoString(d, "payment status changed");
-				}
-				appendStringInfo(d, ": %s -> %s",
-								 audit_status_text(entry->kind, from),
-								 audit_status_text(entry->kind, to));
-				if (to == PE_PAYMENT_REFUNDED ||
-					to == PE_PAYMENT_PARTIALLY_REFUNDED)
-					appendStringInfo(d, ", refunded %s of %s",
-									 audit_value_text(entry, entry->att_refund_amount,
-													  newvalues, newnulls),
-									 audit_amount_text(entry, newvalues, newnulls));
-			}
-			else if (metadata_only)
-			{
-				e->action_type = "MetadataUpdated";
-				appendStringInfoString(d, "payment metadata updated");
-			}
-			else
-			{
-				e->action_type = "SystemAction";
-				appendStringInfoString(d, "payment updated");
-			}
-			break;
-		case AUDIT_REFUNDS:
-			if (status_changed)
-			{
-				if (to == PE_REFUND_COMPLETED)
-				{
-					e->action_type = "RefundCompleted";
-					appendStringInfoString(d, "refund completed");
-				}
-				else if (to == PE_REFUND_FAILED)
-				{
-					e->action_type = "RefundFailed";
-					appendStringInfoString(d, "refund failed");
-				}
-				else
-				{
-					e->action_type = "StatusChanged";
-					appendStringInfoString(d, "refund status changed");
-				}
-				appendStringInfo(d, ": %s -> %s, %s",
-								 audit_status_text(entry->kind, from),
-								 audit_status_text(entry->kind, to),
-								 audit_amount_text(entry, newvalues, newnulls));
-			}
-			else if (metadata_only)
-			{
-				e->action_type = "MetadataUpdated";
-				appendStringInfoString(d, "refund metadata updated");
-			}
-			else
-			{
-				e->action_type = "SystemAction";
-				appendStringInfoString(d, "refund updated");
-			}
-			break;
-		case AUDIT_FAILURES:
-			e->action_type = "SystemAction";
-			appendStringInfoString(d, "payment failure updated");
-			break;
-		case AUDIT_METHODS:
-			e->action_type = "SystemAction";
-			appendStringInfo(d, "saved payment method updated: %s ending %s",
-							 audit_value_text(entry, entry->att_brand, newvalues, newnulls),
-							 audit_value_text(entry, entry->att_last4, newvalues, newnulls));
-			break;
-	}
-	audit_append_changed(d, entry, changed);
-}
-
-/* Action and description of a DELETE. */
-static void
-audit_classify_delete(AuditEntry *e, AuditRelCache *entry, Datum *values,
-					  bool *nulls)
-{
-	StringInfo	d = &e->description;
-
-	e->action_type = "SystemAction";
-	switch (entry->kind)
-	{
-		case AUDIT_PAYMENTS:
-			appendStringInfo(d, "payment deleted: %s, status %s",
-							 audit_amount_text(entry, values, nulls),
-							 audit_status_text(entry->kind,
-											   audit_value_int(entry->att_status, values, nulls)));
-			break;
-		case AUDIT_REFUNDS:
-			appendStringInfo(d, "refund deleted: %s, status %s",
-							 audit_amount_text(entry, values, nulls),
-							 audit_status_text(entry->kind,
-											   audit_value_int(entry->att_status, values, nulls)));
-			break;
-		case AUDIT_FAILURES:
-			appendStringInfo(d, "payment failure deleted: code %s",
-							 audit_value_text(entry, entry->att_failure_code, values, nulls));
-			break;
-		case AUDIT_METHODS:
-			appendStringInfo(d, "saved payment method removed: %s ending %s",
-							 audit_value_text(entry, entry->att_brand, values, nulls),
-							 audit_value_text(entry, entry->att_last4, values, nulls));
-			break;
-	}
-}
-
-/* ---------------------------------------------------------------------------
  * Trigger functions
  * ---------------------------------------------------------------------------
  */
@@ -1453,7 +791,7 @@ pe_audit_row_trigger(PG_FUNCTION_ARGS)
 	if (TRIGGER_FIRED_BY_INSERT(event))
 	{
 		e.new_values = audit_row_json(entry, newvalues, newnulls, NULL);
-		audit_classify_insert(&e, entry, newvalues, newnulls);
+		pe_audit_classify_insert(&e, entry, newvalues, newnulls);
 		/* nobody else sees the new payment before we commit */
 		e.payment_locked = entry->kind == AUDIT_PAYMENTS;
 	}
@@ -1479,7 +817,7 @@ pe_audit_row_trigger(PG_FUNCTION_ARGS)
 
 		e.old_values = audit_row_json(entry, oldvalues, oldnulls, changed);
 		e.new_values = audit_row_json(entry, newvalues, newnulls, changed);
-		audit_classify_update(&e, entry, oldvalues, oldnulls,
+		pe_audit_classify_update(&e, entry, oldvalues, oldnulls,
 							  newvalues, newnulls, changed);
 		/* the UPDATE holds the payment's row lock */
 		e.payment_locked = entry->kind == AUDIT_PAYMENTS;
@@ -1487,7 +825,7 @@ pe_audit_row_trigger(PG_FUNCTION_ARGS)
 	else
 	{
 		e.old_values = audit_row_json(entry, oldvalues, oldnulls, NULL);
-		audit_classify_delete(&e, entry, oldvalues, oldnulls);
+		pe_audit_classify_delete(&e, entry, oldvalues, oldnulls);
 	}
 
 	rowvalues = newvalues != NULL ? newvalues : oldvalues;
@@ -1511,142 +849,6 @@ pe_audit_row_trigger(PG_FUNCTION_ARGS)
 
 	audit_write(&e, RelationGetNamespace(rel));
 	return PointerGetDatum(NULL);
-}
-
-/*
- * audit_append_logvalue
- *		Append s to a log line in double quotes, with quotes and backslashes
- *		escaped and control characters replaced, so the line stays one line.
- */
-static void
-audit_append_logvalue(StringInfo buf, const char *s)
-{
-	const char *p;
-
-	if (s == NULL)
-	{
-		appendStringInfoChar(buf, '-');
-		return;
-	}
-	appendStringInfoChar(buf, '"');
-	for (p = s; *p != '\0'; p++)
-	{
-		unsigned char c = (unsigned char) *p;
-
-		if (c == '"' || c == '\\')
-		{
-			appendStringInfoChar(buf, '\\');
-			appendStringInfoChar(buf, (char) c);
-		}
-		else if (c < 0x20 || c == 0x7f)
-			appendStringInfoChar(buf, '?');
-		else
-			appendStringInfoChar(buf, (char) c);
-	}
-	appendStringInfoChar(buf, '"');
-}
-
-/*
- * pe_audit_log_refusal
- *		See audit.h.  Never raises (beyond out-of-memory): it only reads
- *		settings and cached role names.
- */
-void
-pe_audit_log_refusal(const char *what, const char *why)
-{
-	StringInfoData buf;
-	StringInfoData claim;
-	const char *uid = audit_setting("app.current_user_id");
-	const char *ip = audit_setting("app.client_ip");
-	Datum		addr;
-
-	audit_init();
-	initStringInfo(&buf);
-	appendStringInfoString(&buf, "what=");
-	audit_append_logvalue(&buf, what);
-	appendStringInfoString(&buf, " why=");
-	audit_append_logvalue(&buf, why);
-	appendStringInfoString(&buf, " session_user=");
-	audit_append_logvalue(&buf, audit_role_name(GetSessionUserId()));
-	appendStringInfoString(&buf, " current_user=");
-	audit_append_logvalue(&buf, audit_role_name(GetUserId()));
-
-	/* the settings are claims: masked and clipped as in descriptions */
-	appendStringInfoString(&buf, " app_user_id=");
-	if (uid != NULL)
-	{
-		initStringInfo(&claim);
-		audit_append_claim(&claim, uid);
-		audit_append_logvalue(&buf, claim.data);
-	}
-	else
-		appendStringInfoChar(&buf, '-');
-	appendStringInfoString(&buf, " client_addr=");
-	if (ip != NULL)
-	{
-		initStringInfo(&claim);
-		audit_append_claim(&claim, ip);
-		audit_append_logvalue(&buf, claim.data);
-	}
-	else if (audit_connection_addr(&addr))
-		audit_append_logvalue(&buf,
-							  DatumGetCString(DirectFunctionCall1(inet_out, addr)));
-	else
-		appendStringInfoString(&buf, "local");
-
-	/*
-	 * ERRCODE_WARNING: the line records that an operation was refused; the
-	 * refusal's own SQLSTATE belongs to the caller's ERROR.
-	 */
-	ereport(LOG,
-			(errcode(ERRCODE_WARNING),
-			 errmsg("payment_ext refusal: %s", buf.data),
-			 errhidestmt(true),
-			 errhidecontext(true)));
-	pfree(buf.data);
-}
-
-/*
- * Trigger function: BEFORE UPDATE OR DELETE FOR EACH ROW and BEFORE
- * TRUNCATE FOR EACH STATEMENT on "PaymentAuditLog".  A superuser passes
- * (and the hash chain shows what they changed); everyone else is refused.
- */
-PG_FUNCTION_INFO_V1(pe_audit_append_only_trigger);
-Datum
-pe_audit_append_only_trigger(PG_FUNCTION_ARGS)
-{
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	TriggerEvent event;
-	const char *what;
-
-	if (!CALLED_AS_TRIGGER(fcinfo))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("payment.audit_append_only_trigger() must be called as a trigger")));
-	event = trigdata->tg_event;
-	if (!TRIGGER_FIRED_BEFORE(event) || TRIGGER_FIRED_BY_INSERT(event))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("payment.audit_append_only_trigger() must be fired BEFORE UPDATE, DELETE or TRUNCATE")));
-
-	if (superuser())
-	{
-		if (TRIGGER_FIRED_BY_UPDATE(event))
-			return PointerGetDatum(trigdata->tg_newtuple);
-		if (TRIGGER_FIRED_BY_DELETE(event))
-			return PointerGetDatum(trigdata->tg_trigtuple);
-		return PointerGetDatum(NULL);
-	}
-
-	what = TRIGGER_FIRED_BY_UPDATE(event) ? "UPDATE of \"PaymentAuditLog\"" :
-		TRIGGER_FIRED_BY_DELETE(event) ? "DELETE from \"PaymentAuditLog\"" :
-		"TRUNCATE of \"PaymentAuditLog\"";
-	pe_audit_log_refusal(what, "the audit log is append-only");
-	ereport(ERROR,
-			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("the payment audit log is append-only"),
-			 errdetail("%s is refused to every role but a superuser.", what)));
-	PG_RETURN_NULL();			/* not reached */
 }
 
 /*
