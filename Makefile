@@ -28,7 +28,7 @@ SQL_PARTS = \
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 
-REGRESS = install schema sample_queries
+REGRESS = install schema sample_queries audit
 REGRESS_OPTS = --inputdir=.
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter

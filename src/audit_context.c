@@ -162,16 +162,16 @@ audit_parse_inet(const char *s, Datum *result)
 }
 
 /*
- * audit_append_claim
- *		Append a setting's raw text to a description, quoted, made safe: runs
+ * audit_safe_claim
+ *		A setting's raw text made safe to record (without quotes): runs
  *		of AUDIT_MASK_DIGIT_RUN or more digits (spaces and dashes between
  *		them allowed) are masked with '#', so a card number set by mistake
  *		never lands in the log; control characters and quotes become '?';
  *		and the text is clipped to AUDIT_CLAIM_MAX_BYTES on a character
  *		boundary.
  */
-static void
-audit_append_claim(StringInfo buf, const char *raw)
+static char *
+audit_safe_claim(const char *raw)
 {
 	char	   *s = pstrdup(raw);
 	int			len = strlen(s);
@@ -207,14 +207,11 @@ audit_append_claim(StringInfo buf, const char *raw)
 		if (c < 0x20 || c == 0x7f || c == '\'' || c == '"' || c == '\\')
 			s[i] = '?';
 	}
-	cut = len > AUDIT_CLAIM_MAX_BYTES ?
-		pg_mbcliplen(s, len, AUDIT_CLAIM_MAX_BYTES) : len;
-	appendStringInfoChar(buf, '\'');
-	appendBinaryStringInfo(buf, s, cut);
-	if (cut < len)
-		appendStringInfoString(buf, "...");
-	appendStringInfoChar(buf, '\'');
-	pfree(s);
+	if (len <= AUDIT_CLAIM_MAX_BYTES)
+		return s;
+	cut = pg_mbcliplen(s, len, AUDIT_CLAIM_MAX_BYTES);
+	s[cut] = '\0';
+	return psprintf("%s...", s);
 }
 
 /* an app.* setting, NULL when not defined or empty */
@@ -289,9 +286,9 @@ pe_audit_read_request(AuditRequest *req)
 			req->user_valid = true;
 		else
 		{
-			appendStringInfoString(&req->notes,
-								   "; app.current_user_id is not a uuid: ");
-			audit_append_claim(&req->notes, uid);
+			appendStringInfo(&req->notes,
+							 "; app.current_user_id is not a uuid: '%s'",
+							 audit_safe_claim(uid));
 		}
 	}
 
@@ -300,9 +297,9 @@ pe_audit_read_request(AuditRequest *req)
 		req->ip_isnull = !audit_parse_inet(ip, &req->ip);
 		if (req->ip_isnull)
 		{
-			appendStringInfoString(&req->notes,
-								   "; app.client_ip is not an IP address: ");
-			audit_append_claim(&req->notes, ip);
+			appendStringInfo(&req->notes,
+							 "; app.client_ip is not an IP address: '%s'",
+							 audit_safe_claim(ip));
 		}
 	}
 	else
@@ -384,7 +381,7 @@ void
 pe_audit_log_refusal(const char *what, const char *why)
 {
 	StringInfoData buf;
-	StringInfoData claim;
+	pg_uuid_t	user;
 	const char *uid = audit_setting("app.current_user_id");
 	const char *ip = audit_setting("app.client_ip");
 	Datum		addr;
@@ -399,23 +396,21 @@ pe_audit_log_refusal(const char *what, const char *why)
 	appendStringInfoString(&buf, " current_user=");
 	audit_append_logvalue(&buf, pe_audit_role_name(GetUserId()));
 
-	/* the settings are claims: masked and clipped as in descriptions */
+	/* the settings are claims: malformed ones masked and clipped */
 	appendStringInfoString(&buf, " app_user_id=");
-	if (uid != NULL)
-	{
-		initStringInfo(&claim);
-		audit_append_claim(&claim, uid);
-		audit_append_logvalue(&buf, claim.data);
-	}
-	else
+	if (uid == NULL)
 		appendStringInfoChar(&buf, '-');
+	else if (audit_parse_uuid(uid, &user))
+		audit_append_logvalue(&buf,
+							  DatumGetCString(DirectFunctionCall1(uuid_out,
+																  UUIDPGetDatum(&user))));
+	else
+		audit_append_logvalue(&buf, audit_safe_claim(uid));
 	appendStringInfoString(&buf, " client_addr=");
 	if (ip != NULL)
-	{
-		initStringInfo(&claim);
-		audit_append_claim(&claim, ip);
-		audit_append_logvalue(&buf, claim.data);
-	}
+		audit_append_logvalue(&buf, audit_parse_inet(ip, &addr) ?
+							  DatumGetCString(DirectFunctionCall1(inet_out, addr)) :
+							  audit_safe_claim(ip));
 	else if (audit_connection_addr(&addr))
 		audit_append_logvalue(&buf,
 							  DatumGetCString(DirectFunctionCall1(inet_out, addr)));
