@@ -3,8 +3,10 @@
  * audit.c
  *		The audit trail: one C AFTER ROW trigger for "Payments",
  *		"PaymentRefunds", "PaymentFailures" and "PaymentMethods" that writes
- *		a "PaymentAuditLog" row per change, the append-only guard of the log,
- *		and the structured LOG line for refused operations.
+ *		a "PaymentAuditLog" row per change, and pe_audit_system_action() for
+ *		summary rows.  The request context, the refusal LOG line and the
+ *		append-only guard are in audit_context.c, the action types and
+ *		descriptions in audit_describe.c, the hash chain in audit_chain.c.
  *
  * Each audit row holds the action ("ActionType" mapped from the table, the
  * event and the status transition), a readable description, the changed
