@@ -15,7 +15,11 @@ OBJS = \
 	src/pricing.o \
 	src/refund.o \
 	src/payments.o \
-	src/security.o
+	src/security.o \
+	src/audit.o \
+	src/audit_context.o \
+	src/audit_describe.o \
+	src/audit_chain.o
 
 # Install script parts, in this order.
 SQL_PARTS = \
@@ -23,11 +27,12 @@ SQL_PARTS = \
 	src/sql/10_tables.sql \
 	src/sql/15_outbox.sql \
 	src/sql/20_functions.sql \
-	src/sql/30_triggers.sql
+	src/sql/30_triggers.sql \
+	src/sql/35_audit.sql
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 
-REGRESS = install schema sample_queries pricing payments refunds
+REGRESS = install schema sample_queries pricing payments refunds audit
 REGRESS_OPTS = --inputdir=.
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter

@@ -99,7 +99,7 @@ SELECT try($$UPDATE "Payments" SET "EventRegistrationId" = '31000000-0000-0000-0
 SELECT try($$UPDATE "Payments" SET "Metadata" = '"x"' WHERE "Id" = '$$ || :'p2' || $$'$$);          -- metadata not an object
 -- a metadata change is allowed, and maintains "UpdatedAt"
 BEGIN;
-UPDATE "Payments" SET "Metadata" = "Metadata" || '{"note": "vip"}', "UpdatedAt" = '2000-01-01' WHERE "Id" = :'p2';
+UPDATE "Payments" SET "Metadata" = "Metadata" || '{"note": "vip"}' WHERE "Id" = :'p2';
 SELECT "Metadata", "UpdatedAt" = now() AS updated_now FROM "Payments" WHERE "Id" = :'p2';
 COMMIT;
 

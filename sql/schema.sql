@@ -113,9 +113,7 @@ SELECT try($q$INSERT INTO "PaymentMethods" ("UserId", "EncryptedStripePaymentMet
 	VALUES ('10000000-0000-0000-0000-000000000001', 'x', '4242', 'Visa', 1, 2020)$q$);  -- expired, in replica mode
 RESET session_replication_role;
 
--- clean up for the next test (superuser; payments are otherwise never deleted)
-DELETE FROM "PaymentMethods";
-DELETE FROM "Payments";
-DELETE FROM "EventRegistrations";
-DELETE FROM "Events";
-DELETE FROM "Users";
+-- clean up for the next test (superuser: payments are otherwise never
+-- deleted, and the audit log that references them is append-only)
+TRUNCATE "PaymentAuditLog", payment.audit_chain_heads, "PaymentMethods", "PaymentRefunds",
+	"PaymentFailures", payment.outbox, "Payments", "EventRegistrations", "Events", "Users";

@@ -199,62 +199,6 @@ pe_check_trigger(FunctionCallInfo fcinfo, const char *name, bool before, bool ro
 						before ? "BEFORE" : "AFTER", row ? "ROW" : "STATEMENT")));
 }
 
-/* Append setting value to buf, cut to 64 bytes, printable ASCII only. */
-static void
-append_sanitized(StringInfo buf, const char *value)
-{
-	int			i;
-
-	if (value == NULL || value[0] == '\0')
-	{
-		appendStringInfoString(buf, "-");
-		return;
-	}
-	for (i = 0; value[i] != '\0' && i < 64; i++)
-	{
-		unsigned char c = (unsigned char) value[i];
-
-		appendStringInfoChar(buf, (c >= 0x21 && c < 0x7f && c != '"') ? (char) c : '?');
-	}
-}
-
-/*
- * pe_log_refusal
- *		One structured LOG line for a refusal by this extension (PCI DSS
- *		10.2.1.4: invalid attempts), written just before the ERROR that rolls
- *		the attempt back.  It names who (session user, the application's
- *		app.current_user_id, client address), what and why, never the
- *		refused value, and hides the statement text, which may hold it.
- */
-void
-pe_log_refusal(const char *what, const char *why)
-{
-	StringInfoData buf;
-	char	   *addr = NULL;
-
-	initStringInfo(&buf);
-	appendStringInfo(&buf, "payment_ext refused: what=\"%s\" why=\"%s\" session_user=", what, why);
-	append_sanitized(&buf, GetUserNameFromId(GetSessionUserId(), true));
-	appendStringInfoString(&buf, " app_user=");
-	append_sanitized(&buf, GetConfigOption("app.current_user_id", true, false));
-	appendStringInfoString(&buf, " client=");
-	{
-		LOCAL_FCINFO(addr_fcinfo, 0);
-		Datum		inet;
-
-		InitFunctionCallInfoData(*addr_fcinfo, NULL, 0, InvalidOid, NULL, NULL);
-		inet = inet_client_addr(addr_fcinfo);
-		if (!addr_fcinfo->isnull)
-			addr = DatumGetCString(DirectFunctionCall1(inet_out, inet));
-	}
-	append_sanitized(&buf, addr ? addr : "local");
-	ereport(LOG,
-			(errmsg_internal("%s", buf.data),
-			 errhidestmt(true),
-			 errhidecontext(true)));
-	pfree(buf.data);
-}
-
 /* Transaction end: transaction-local flags go back to their defaults. */
 static void
 pe_xact_callback(XactEvent event, void *arg)

@@ -73,7 +73,6 @@ extern int	pe_numeric_cmp(Numeric a, Numeric b);
 struct FunctionCallInfoBaseData;
 extern void pe_check_trigger(struct FunctionCallInfoBaseData *fcinfo, const char *name,
 							 bool before, bool row);
-extern void pe_log_refusal(const char *what, const char *why);
 
 /* state.c */
 extern int	pe_attnum(TupleDesc tupdesc, const char *name);

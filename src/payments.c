@@ -39,6 +39,7 @@
 #include "utils/numeric.h"
 #include "utils/uuid.h"
 
+#include "audit.h"
 #include "payment_ext.h"
 
 #define PE_MAX_IDEMPOTENCY_KEY	255
@@ -175,7 +176,7 @@ idem_claim(const char *operation, const char *key, bytea *hash, Datum new_id,
 	if (VARSIZE_ANY_EXHDR(old_hash) != VARSIZE_ANY_EXHDR(hash) ||
 		memcmp(VARDATA_ANY(old_hash), VARDATA_ANY(hash), VARSIZE_ANY_EXHDR(hash)) != 0)
 	{
-		pe_log_refusal(operation, "idempotency key reused with other arguments");
+		pe_audit_log_refusal(operation, "idempotency key reused with other arguments");
 		ereport(ERROR,
 				(errcode(ERRCODE_UNIQUE_VIOLATION),
 				 errmsg("idempotency key was already used with different arguments"),
@@ -297,7 +298,7 @@ lock_registration_for_payment(Datum registration_id)
 	{
 		int			status = DatumGetInt32(pe_spi_getdatum(0, 2, &isnull));
 
-		pe_log_refusal("payment", "registration already has a live payment");
+		pe_audit_log_refusal("payment", "registration already has a live payment");
 		ereport(ERROR,
 				(errcode(ERRCODE_UNIQUE_VIOLATION),
 				 errmsg("registration %s already has a %s payment",
@@ -521,7 +522,7 @@ pe_retry(PG_FUNCTION_ARGS)
 	registration_id = pe_spi_getdatum(0, 2, &isnull);
 	if (status != PE_PAYMENT_FAILED)
 	{
-		pe_log_refusal("payment retry", "payment is not Failed");
+		pe_audit_log_refusal("payment retry", "payment is not Failed");
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("payment %s is %s and cannot be retried",

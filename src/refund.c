@@ -37,6 +37,7 @@
 #include "utils/rel.h"
 #include "utils/uuid.h"
 
+#include "audit.h"
 #include "payment_ext.h"
 
 #define PE_MIN_REASON_CHARS		10
@@ -99,7 +100,7 @@ pe_check_refund_reason(const char *reason)
 			count++;
 	if (count < PE_MIN_REASON_CHARS)
 	{
-		pe_log_refusal("refund", "reason too short");
+		pe_audit_log_refusal("refund", "reason too short");
 		ereport(ERROR,
 				(errcode(ERRCODE_CHECK_VIOLATION),
 				 errmsg("a refund reason needs at least %d non-blank characters", PE_MIN_REASON_CHARS),
@@ -214,7 +215,7 @@ pe_refunds_rules_trigger(PG_FUNCTION_ARGS)
 		for (i = 0; i < (int) lengthof(fixed); i++)
 			if (!pe_column_unchanged(oldtuple, newtuple, td, *fixed[i].attnum))
 			{
-				pe_log_refusal("update of a refund", "an immutable column was changed");
+				pe_audit_log_refusal("update of a refund", "an immutable column was changed");
 				ereport(ERROR,
 						(errcode(ERRCODE_CHECK_VIOLATION),
 						 errmsg("\"%s\" of a refund never changes", fixed[i].name),
@@ -229,7 +230,7 @@ pe_refunds_rules_trigger(PG_FUNCTION_ARGS)
 			const char *from = pe_refund_status_name(old_status);
 			const char *to = pe_refund_status_name(status);
 
-			pe_log_refusal("refund status change", "transition not allowed");
+			pe_audit_log_refusal("refund status change", "transition not allowed");
 			ereport(ERROR,
 					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 					 errmsg("a refund cannot go from %s to %s",
@@ -281,7 +282,7 @@ pe_refunds_rules_trigger(PG_FUNCTION_ARGS)
 		  lp.status == PE_PAYMENT_PARTIALLY_REFUNDED ||
 		  (status != PE_REFUND_PROCESSING && lp.status == PE_PAYMENT_REFUNDED)))
 	{
-		pe_log_refusal("refund", "payment not refundable");
+		pe_audit_log_refusal("refund", "payment not refundable");
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("payment %s is %s and cannot be refunded",
@@ -294,7 +295,7 @@ pe_refunds_rules_trigger(PG_FUNCTION_ARGS)
 
 		if (strcmp(currency, lp.currency) != 0)
 		{
-			pe_log_refusal("refund", "currency differs from the payment's");
+			pe_audit_log_refusal("refund", "currency differs from the payment's");
 			ereport(ERROR,
 					(errcode(ERRCODE_CHECK_VIOLATION),
 					 errmsg("a refund of a %s payment must be in %s", lp.currency, lp.currency),
@@ -320,7 +321,7 @@ pe_refunds_rules_trigger(PG_FUNCTION_ARGS)
 		left = numeric_sub_opt_error(lp.amount, refunded, NULL);
 		if (pe_numeric_cmp(amount, left) > 0)
 		{
-			pe_log_refusal("refund", "amount exceeds what is left to refund");
+			pe_audit_log_refusal("refund", "amount exceeds what is left to refund");
 			ereport(ERROR,
 					(errcode(ERRCODE_CHECK_VIOLATION),
 					 errmsg("refund of %s %s exceeds the %s %s left to refund",

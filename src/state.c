@@ -26,6 +26,7 @@
 #include "utils/rel.h"
 #include "utils/timestamp.h"
 
+#include "audit.h"
 #include "payment_ext.h"
 
 static const char *const payment_status_names[] = {
@@ -344,7 +345,7 @@ pe_payments_state_trigger(PG_FUNCTION_ARGS)
 		for (i = 0; i < (int) lengthof(fixed); i++)
 			if (!pe_column_unchanged(oldtuple, newtuple, td, *fixed[i].attnum))
 			{
-				pe_log_refusal("update of a payment", "an immutable column was changed");
+				pe_audit_log_refusal("update of a payment", "an immutable column was changed");
 				ereport(ERROR,
 						(errcode(ERRCODE_CHECK_VIOLATION),
 						 errmsg("\"%s\" of a payment never changes", fixed[i].name),
@@ -366,7 +367,7 @@ pe_payments_state_trigger(PG_FUNCTION_ARGS)
 		const char *from = pe_payment_status_name(old_status);
 		const char *to = pe_payment_status_name(new_status);
 
-		pe_log_refusal("payment status change", "transition not allowed");
+		pe_audit_log_refusal("payment status change", "transition not allowed");
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("a payment cannot go from %s to %s",
@@ -412,12 +413,27 @@ pe_payments_state_trigger(PG_FUNCTION_ARGS)
 		}
 	}
 
-	/* "UpdatedAt" */
-	if (oldtuple != NULL)
+	/*
+	 * "UpdatedAt": now, when anything else changed and the writer did not set
+	 * it; an UPDATE that changes nothing leaves the row as it was.
+	 */
+	if (oldtuple != NULL &&
+		pe_column_unchanged(oldtuple, newtuple, td, pcols.updated_at))
 	{
-		attnums[n] = pcols.updated_at;
-		values[n] = now;
-		nulls[n++] = false;
+		int			att;
+
+		for (att = 1; att <= td->natts; att++)
+		{
+			if (TupleDescAttr(td, att - 1)->attisdropped || att == pcols.updated_at)
+				continue;
+			if (!pe_column_unchanged(oldtuple, newtuple, td, att))
+			{
+				attnums[n] = pcols.updated_at;
+				values[n] = now;
+				nulls[n++] = false;
+				break;
+			}
+		}
 	}
 
 	/*
@@ -481,7 +497,7 @@ pe_payments_state_trigger(PG_FUNCTION_ARGS)
 				const char *want = pe_payment_status_name(derived);
 				const char *got = pe_payment_status_name(new_status);
 
-				pe_log_refusal("payment status change", "status does not match the completed refunds");
+				pe_audit_log_refusal("payment status change", "status does not match the completed refunds");
 				ereport(ERROR,
 						(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 						 errmsg("a payment whose completed refunds make it %s cannot be %s", want, got),

@@ -126,7 +126,7 @@ SELECT ok(EXISTS (SELECT 1 FROM pg_constraint WHERE conrelid = '"PaymentRefunds"
 SELECT col_default_is('public', 'PaymentRefunds', 'Id', 'gen_random_uuid()', 'PaymentRefunds.Id defaults to gen_random_uuid()');
 SELECT col_default_is('public', 'PaymentRefunds', 'CreatedAt', 'now()', 'PaymentRefunds.CreatedAt defaults to now()');
 SELECT has_table('public', 'PaymentAuditLog', 'table PaymentAuditLog exists');
-SELECT columns_are('public', 'PaymentAuditLog', ARRAY['Id', 'PaymentId', 'UserId', 'ActionType', 'ActionDescription', 'OldValues', 'NewValues', 'IpAddress', 'UserAgent', 'CreatedAt', 'TableName', 'RowId', 'PrevHash', 'RowHash'], 'PaymentAuditLog has exactly its columns');
+SELECT columns_are('public', 'PaymentAuditLog', ARRAY['Id', 'PaymentId', 'UserId', 'ActionType', 'ActionDescription', 'OldValues', 'NewValues', 'IpAddress', 'UserAgent', 'CreatedAt', 'TableName', 'RowId', 'PrevHash', 'RowHash', 'ChainSeq', 'SessionUser', 'CurrentUser'], 'PaymentAuditLog has exactly its columns');
 SELECT col_type_is('public', 'PaymentAuditLog', 'Id', 'uuid', 'PaymentAuditLog.Id is uuid');
 SELECT col_not_null('public', 'PaymentAuditLog', 'Id', 'PaymentAuditLog.Id is NOT NULL');
 SELECT col_type_is('public', 'PaymentAuditLog', 'PaymentId', 'uuid', 'PaymentAuditLog.PaymentId is uuid');

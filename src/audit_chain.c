@@ -1,0 +1,874 @@
+/*-------------------------------------------------------------------------
+ *
+ * audit_chain.c
+ *		Tamper evidence for "PaymentAuditLog": the BEFORE INSERT trigger that
+ *		links every new row into a SHA-256 hash chain, and
+ *		payment.verify_audit(), which recomputes the chains.
+ *
+ * A chain is identified by "PaymentId", else "RowId" (a saved payment
+ * method, a deleted payment), else the nil uuid (the system chain: TRUNCATE,
+ * key rotation summaries).  Each row gets "ChainSeq" (1, 2, ...),
+ * "PrevHash" (the previous row's "RowHash", NULL for the first) and
+ *
+ *	 "RowHash" = SHA-256("pe-audit-v1" || encode(col_1) || ... || encode(col_16))
+ *
+ * over the columns of chain_columns[] below, "ChainSeq" and "PrevHash"
+ * included.  encode() is 0x00 for NULL, else 0x01, a 4-byte big-endian
+ * length and the value in a form that depends on no setting: uuid as its 16
+ * bytes, text as its bytes in the server encoding, jsonb as its canonical
+ * text, inet as family, bits and address bytes, timestamptz and bigint as
+ * 8-byte big-endian integers, bytea as its bytes.  (The types' binary send
+ * forms would convert text to the client encoding, so they are not used
+ * for text and jsonb.)  payment.audit_chain_heads holds each chain's newest
+ * sequence number and hash, so rows removed from the end are noticed too.
+ *
+ * Invariants:
+ *	- Appends to one chain are serialised for the rest of the appending
+ *	  transaction: a payment's chain by that payment's row lock (FOR NO KEY
+ *	  UPDATE; the writers of a payment take it anyway, so this adds no lock
+ *	  order), any other chain by a transaction-level advisory lock on the
+ *	  chain id in a lock space of its own (field4 = PE_AUDIT_LOCK_SPACE).
+ *	  The head is read after the lock is held.  The head upsert only moves
+ *	  a head from the sequence number that was read: a concurrent append
+ *	  that slipped through (REPEATABLE READ reading an old head, say) fails
+ *	  with a serialization failure instead of forking the chain.
+ *	- SPI runs as the owner of "PaymentAuditLog" (the callers hold no
+ *	  privilege on payment.audit_chain_heads); errors abort the transaction,
+ *	  which restores the user id.
+ *	- This must be the last BEFORE INSERT trigger of the table: it hashes the
+ *	  row as it will be stored.
+ *	- The EVP_MD is fetched once per backend; hashing is one-shot
+ *	  (EVP_Digest), so no OpenSSL context can leak on error.
+ *
+ * IDENTIFICATION
+ *		src/audit_chain.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <sys/socket.h>
+
+#include <openssl/evp.h>
+
+#include "access/htup_details.h"
+#include "catalog/pg_type.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "miscadmin.h"
+#include "port/pg_bswap.h"
+#include "storage/lock.h"
+#include "utils/builtins.h"
+#include "utils/inet.h"
+#include "utils/jsonb.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/uuid.h"
+
+#include "audit.h"
+
+/* ---------------------------------------------------------------------------
+ * Constants
+ * ---------------------------------------------------------------------------
+ */
+#define CHAIN_MAGIC				"pe-audit-v1"
+#define CHAIN_HASH_LEN			32
+/* advisory lock space of the chain locks (locktag field4, "PE") */
+#define PE_AUDIT_LOCK_SPACE		0x5045
+/* rows fetched per batch by payment.verify_audit */
+#define VERIFY_BATCH			1000
+
+/* the hashed columns, in hashing order; version "pe-audit-v1" */
+typedef struct ChainColumn
+{
+	const char *name;
+	Oid			typid;
+} ChainColumn;
+
+static const ChainColumn chain_columns[] = {
+	{"Id", UUIDOID},
+	{"PaymentId", UUIDOID},
+	{"UserId", UUIDOID},
+	{"ActionType", VARCHAROID},
+	{"ActionDescription", TEXTOID},
+	{"OldValues", JSONBOID},
+	{"NewValues", JSONBOID},
+	{"IpAddress", INETOID},
+	{"UserAgent", TEXTOID},
+	{"CreatedAt", TIMESTAMPTZOID},
+	{"TableName", TEXTOID},
+	{"RowId", UUIDOID},
+	{"SessionUser", TEXTOID},
+	{"CurrentUser", TEXTOID},
+	{"ChainSeq", INT8OID},
+	{"PrevHash", BYTEAOID}
+};
+
+#define CHAIN_NCOLUMNS		lengthof(chain_columns)
+#define CHAIN_COL_ID		0
+#define CHAIN_COL_PAYMENT	1
+#define CHAIN_COL_ROW		11
+#define CHAIN_COL_SEQ		14
+#define CHAIN_COL_PREV		15
+
+/* ---------------------------------------------------------------------------
+ * Backend state
+ * ---------------------------------------------------------------------------
+ */
+
+/* attnums of the hashed columns in "PaymentAuditLog" */
+static struct
+{
+	bool		valid;
+	Oid			relid;
+	AttrNumber	att[CHAIN_NCOLUMNS];
+	AttrNumber	att_rowhash;
+}			chain_attrs;
+
+/* plans of the chain trigger, for one "PaymentAuditLog" */
+static struct
+{
+	Oid			logrelid;
+	SPIPlanPtr	lock_plan;
+	SPIPlanPtr	head_plan;
+	SPIPlanPtr	upsert_plan;
+}			chain_plans;
+
+/* the payment whose row lock the row trigger holds (see audit.h) */
+static bool chain_prelocked_valid = false;
+static pg_uuid_t chain_prelocked;
+
+static EVP_MD *chain_sha256 = NULL;
+
+/* ---------------------------------------------------------------------------
+ * State helpers
+ * ---------------------------------------------------------------------------
+ */
+
+void
+pe_audit_chain_set_prelocked(const pg_uuid_t *payment_id)
+{
+	memcpy(&chain_prelocked, payment_id, sizeof(pg_uuid_t));
+	chain_prelocked_valid = true;
+}
+
+void
+pe_audit_chain_clear_prelocked(void)
+{
+	chain_prelocked_valid = false;
+}
+
+void
+pe_audit_chain_relcache_inval(Oid relid)
+{
+	if (relid == InvalidOid || relid == chain_attrs.relid)
+		chain_attrs.valid = false;
+}
+
+/* The nil uuid, id of the system chain. */
+static void
+chain_system_id(pg_uuid_t *id)
+{
+	memset(id->data, 0, UUID_LEN);
+}
+
+/* ---------------------------------------------------------------------------
+ * Canonical encoding and hashing
+ * ---------------------------------------------------------------------------
+ */
+
+/*
+ * chain_encode
+ *		Append the canonical encoding of the hashed columns (values and nulls
+ *		in chain_columns[] order) to buf.  See the file header.
+ */
+static void
+chain_encode(StringInfo buf, Datum *values, bool *nulls)
+{
+	int			i;
+
+	appendBinaryStringInfo(buf, CHAIN_MAGIC, strlen(CHAIN_MAGIC));
+	for (i = 0; i < (int) CHAIN_NCOLUMNS; i++)
+	{
+		Datum		v = values[i];
+		int			lenpos;
+		int			start;
+		uint32		len;
+
+		if (nulls[i])
+		{
+			appendStringInfoChar(buf, '\0');
+			continue;
+		}
+		appendStringInfoChar(buf, '\1');
+		lenpos = buf->len;
+		appendBinaryStringInfo(buf, "\0\0\0\0", 4);
+		start = buf->len;
+
+		switch (chain_columns[i].typid)
+		{
+			case UUIDOID:
+				appendBinaryStringInfo(buf, (char *) DatumGetUUIDP(v)->data,
+									   UUID_LEN);
+				break;
+			case TEXTOID:
+			case VARCHAROID:
+			case BYTEAOID:
+				{
+					struct varlena *t = PG_DETOAST_DATUM_PACKED(v);
+
+					appendBinaryStringInfo(buf, VARDATA_ANY(t),
+										   VARSIZE_ANY_EXHDR(t));
+				}
+				break;
+			case JSONBOID:
+				{
+					Jsonb	   *jb = DatumGetJsonbP(v);
+
+					(void) JsonbToCString(buf, &jb->root, VARSIZE(jb));
+				}
+				break;
+			case INETOID:
+				{
+					inet	   *ip = DatumGetInetPP(v);
+
+					appendStringInfoChar(buf, (char) ip_family(ip));
+					appendStringInfoChar(buf, (char) ip_bits(ip));
+					appendBinaryStringInfo(buf, (char *) ip_addr(ip),
+										   ip_addrsize(ip));
+				}
+				break;
+			case TIMESTAMPTZOID:
+			case INT8OID:
+				{
+					uint64		n = pg_hton64((uint64) DatumGetInt64(v));
+
+					appendBinaryStringInfo(buf, (char *) &n, sizeof(n));
+				}
+				break;
+			default:
+				elog(ERROR, "unexpected type %u in the audit hash",
+					 chain_columns[i].typid);
+		}
+		len = pg_hton32((uint32) (buf->len - start));
+		memcpy(buf->data + lenpos, &len, 4);
+	}
+}
+
+/* SHA-256 of values (chain_columns[] order) into out. */
+static void
+chain_hash(Datum *values, bool *nulls, unsigned char *out)
+{
+	StringInfoData buf;
+	unsigned int len = 0;
+
+	if (chain_sha256 == NULL)
+	{
+		chain_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
+		if (chain_sha256 == NULL)
+			ereport(ERROR,
+					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+					 errmsg("could not load the SHA-256 digest from OpenSSL")));
+	}
+
+	initStringInfo(&buf);
+	chain_encode(&buf, values, nulls);
+	if (EVP_Digest(buf.data, buf.len, out, &len, chain_sha256, NULL) != 1 ||
+		len != CHAIN_HASH_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
+				 errmsg("could not compute a SHA-256 digest")));
+	pfree(buf.data);
+}
+
+/* a bytea of len bytes */
+static bytea *
+chain_bytea(const unsigned char *data, int len)
+{
+	bytea	   *result = palloc(VARHDRSZ + len);
+
+	SET_VARSIZE(result, VARHDRSZ + len);
+	memcpy(VARDATA(result), data, len);
+	return result;
+}
+
+/* ---------------------------------------------------------------------------
+ * The chain trigger
+ * ---------------------------------------------------------------------------
+ */
+
+/* attnums of the hashed columns in rel, looked up once per relcache entry */
+static void
+chain_load_attrs(Relation rel)
+{
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	int			i;
+
+	if (chain_attrs.valid && chain_attrs.relid == RelationGetRelid(rel))
+		return;
+
+	for (i = 0; i < (int) CHAIN_NCOLUMNS; i++)
+	{
+		int			attnum = SPI_fnumber(tupdesc, chain_columns[i].name);
+
+		if (attnum <= 0 ||
+			TupleDescAttr(tupdesc, attnum - 1)->atttypid != chain_columns[i].typid)
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+					 errmsg("\"PaymentAuditLog\" has no column \"%s\" of type %s",
+							chain_columns[i].name,
+							format_type_be(chain_columns[i].typid))));
+		chain_attrs.att[i] = (AttrNumber) attnum;
+	}
+	chain_attrs.att_rowhash = SPI_fnumber(tupdesc, "RowHash");
+	if (chain_attrs.att_rowhash <= 0 ||
+		TupleDescAttr(tupdesc, chain_attrs.att_rowhash - 1)->atttypid != BYTEAOID)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("\"PaymentAuditLog\" has no column \"RowHash\" of type bytea")));
+	chain_attrs.relid = RelationGetRelid(rel);
+	chain_attrs.valid = true;
+}
+
+/* Prepare and keep a plan; caller is connected to SPI. */
+static SPIPlanPtr
+chain_prepare(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	return plan;
+}
+
+/* The trigger's plans for the log rel; caller is connected to SPI. */
+static void
+chain_load_plans(Relation rel)
+{
+	Oid			relid = RelationGetRelid(rel);
+	char	   *payments;
+	Oid			uuidarg[1] = {UUIDOID};
+	Oid			upsertargs[4] = {UUIDOID, INT8OID, BYTEAOID, INT8OID};
+
+	if (chain_plans.logrelid == relid && chain_plans.upsert_plan != NULL)
+		return;
+	if (chain_plans.lock_plan != NULL)
+		SPI_freeplan(chain_plans.lock_plan);
+	if (chain_plans.head_plan != NULL)
+		SPI_freeplan(chain_plans.head_plan);
+	if (chain_plans.upsert_plan != NULL)
+		SPI_freeplan(chain_plans.upsert_plan);
+	chain_plans.lock_plan = chain_plans.head_plan = chain_plans.upsert_plan = NULL;
+
+	payments = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
+										  "Payments");
+	chain_plans.lock_plan =
+		chain_prepare(psprintf("SELECT 1 FROM %s WHERE \"Id\" OPERATOR(pg_catalog.=) $1 "
+							   "FOR NO KEY UPDATE", payments),
+					  1, uuidarg);
+	chain_plans.head_plan =
+		chain_prepare("SELECT seq, row_hash FROM payment.audit_chain_heads "
+					  "WHERE chain_id OPERATOR(pg_catalog.=) $1",
+					  1, uuidarg);
+	chain_plans.upsert_plan =
+		chain_prepare("INSERT INTO payment.audit_chain_heads AS h (chain_id, seq, row_hash) "
+					  "VALUES ($1, $2, $3) ON CONFLICT (chain_id) DO UPDATE "
+					  "SET seq = excluded.seq, row_hash = excluded.row_hash, "
+					  "updated_at = pg_catalog.now() "
+					  "WHERE h.seq OPERATOR(pg_catalog.=) $4",
+					  4, upsertargs);
+	chain_plans.logrelid = relid;
+}
+
+/*
+ * chain_lock
+ *		Serialise appends to chain for the rest of the transaction; caller is
+ *		connected to SPI.  See the file header.
+ */
+static void
+chain_lock(const pg_uuid_t *chain, bool is_payment)
+{
+	LOCKTAG		tag;
+	uint32		k1;
+	uint32		k2;
+	uint32		k3;
+	uint32		k4;
+
+	if (is_payment)
+	{
+		Datum		arg = UUIDPGetDatum(chain);
+		int			ret;
+
+		if (chain_prelocked_valid &&
+			memcmp(chain_prelocked.data, chain->data, UUID_LEN) == 0)
+			return;
+		ret = SPI_execute_plan(chain_plans.lock_plan, &arg, NULL, false, 1);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
+		if (SPI_processed == 1)
+			return;
+		/* a payment we cannot see: fall back to the advisory lock */
+	}
+
+	memcpy(&k1, chain->data, 4);
+	memcpy(&k2, chain->data + 4, 4);
+	memcpy(&k3, chain->data + 8, 4);
+	memcpy(&k4, chain->data + 12, 4);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, k1 ^ k3, k2 ^ k4,
+						 PE_AUDIT_LOCK_SPACE);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+/*
+ * Trigger function: BEFORE INSERT FOR EACH ROW on "PaymentAuditLog".  Sets
+ * "ChainSeq", "PrevHash" and "RowHash" (whatever the inserter put there)
+ * and advances the chain's head.
+ */
+PG_FUNCTION_INFO_V1(pe_audit_chain_trigger);
+Datum
+pe_audit_chain_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	Relation	rel;
+	TupleDesc	tupdesc;
+	HeapTuple	tuple;
+	Datum	   *values;
+	bool	   *nulls;
+	Datum		hvalues[CHAIN_NCOLUMNS];
+	bool		hnulls[CHAIN_NCOLUMNS];
+	pg_uuid_t	chain;
+	bool		is_payment;
+	bool		have_prev = false;
+	unsigned char prev[CHAIN_HASH_LEN];
+	unsigned char hash[CHAIN_HASH_LEN];
+	int64		seq = 1;
+	Oid			save_userid;
+	int			save_sec;
+	int			ret;
+	int			i;
+	Datum		args[4];
+	int			cols[3];
+	Datum		newvals[3];
+	bool		newnulls[3];
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("payment.audit_chain_trigger() must be called as a trigger")));
+	if (!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
+		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("payment.audit_chain_trigger() must be fired BEFORE INSERT FOR EACH ROW")));
+
+	rel = trigdata->tg_relation;
+	tupdesc = RelationGetDescr(rel);
+	tuple = trigdata->tg_trigtuple;
+	chain_load_attrs(rel);
+
+	values = palloc(sizeof(Datum) * tupdesc->natts);
+	nulls = palloc(sizeof(bool) * tupdesc->natts);
+	heap_deform_tuple(tuple, tupdesc, values, nulls);
+
+	/* the chain: the payment, else the row, else the system chain */
+	is_payment = !nulls[chain_attrs.att[CHAIN_COL_PAYMENT] - 1];
+	if (is_payment)
+		memcpy(&chain, DatumGetUUIDP(values[chain_attrs.att[CHAIN_COL_PAYMENT] - 1]),
+			   sizeof(chain));
+	else if (!nulls[chain_attrs.att[CHAIN_COL_ROW] - 1])
+		memcpy(&chain, DatumGetUUIDP(values[chain_attrs.att[CHAIN_COL_ROW] - 1]),
+			   sizeof(chain));
+	else
+		chain_system_id(&chain);
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	SetUserIdAndSecContext(rel->rd_rel->relowner,
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_NOFORCE_RLS);
+	chain_load_plans(rel);
+
+	chain_lock(&chain, is_payment);
+
+	/* the head, read after the lock is held */
+	args[0] = UUIDPGetDatum(&chain);
+	ret = SPI_execute_plan(chain_plans.head_plan, args, NULL, false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 1)
+	{
+		bool		isnull;
+		Datum		d;
+		bytea	   *h;
+
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
+		seq = DatumGetInt64(d) + 1;
+		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
+		h = DatumGetByteaPP(d);
+		if (VARSIZE_ANY_EXHDR(h) != CHAIN_HASH_LEN)
+			elog(ERROR, "audit chain head hash has %d bytes",
+				 (int) VARSIZE_ANY_EXHDR(h));
+		memcpy(prev, VARDATA_ANY(h), CHAIN_HASH_LEN);
+		have_prev = true;
+	}
+
+	/* the stored row: this row's position and predecessor, then its hash */
+	values[chain_attrs.att[CHAIN_COL_SEQ] - 1] = Int64GetDatum(seq);
+	nulls[chain_attrs.att[CHAIN_COL_SEQ] - 1] = false;
+	values[chain_attrs.att[CHAIN_COL_PREV] - 1] =
+		have_prev ? PointerGetDatum(chain_bytea(prev, CHAIN_HASH_LEN)) : (Datum) 0;
+	nulls[chain_attrs.att[CHAIN_COL_PREV] - 1] = !have_prev;
+	for (i = 0; i < (int) CHAIN_NCOLUMNS; i++)
+	{
+		hvalues[i] = values[chain_attrs.att[i] - 1];
+		hnulls[i] = nulls[chain_attrs.att[i] - 1];
+	}
+	chain_hash(hvalues, hnulls, hash);
+
+	/* advance the head, only from the position read above */
+	args[1] = Int64GetDatum(seq);
+	args[2] = PointerGetDatum(chain_bytea(hash, CHAIN_HASH_LEN));
+	args[3] = Int64GetDatum(seq - 1);
+	ret = SPI_execute_plan(chain_plans.upsert_plan, args, NULL, false, 0);
+	if (ret != SPI_OK_INSERT)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed != 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not append to audit chain %s: it was appended to concurrently",
+						DatumGetCString(DirectFunctionCall1(uuid_out,
+															UUIDPGetDatum(&chain)))),
+				 errhint("Retry the transaction.")));
+
+	SetUserIdAndSecContext(save_userid, save_sec);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+
+	/* built after SPI_finish, in the trigger manager's per-tuple context */
+	cols[0] = chain_attrs.att[CHAIN_COL_SEQ];
+	newvals[0] = Int64GetDatum(seq);
+	newnulls[0] = false;
+	cols[1] = chain_attrs.att[CHAIN_COL_PREV];
+	newvals[1] = have_prev ? PointerGetDatum(chain_bytea(prev, CHAIN_HASH_LEN)) : (Datum) 0;
+	newnulls[1] = !have_prev;
+	cols[2] = chain_attrs.att_rowhash;
+	newvals[2] = PointerGetDatum(chain_bytea(hash, CHAIN_HASH_LEN));
+	newnulls[2] = false;
+
+	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, tupdesc, 3, cols,
+													 newvals, newnulls));
+}
+
+/* ---------------------------------------------------------------------------
+ * payment.verify_audit
+ * ---------------------------------------------------------------------------
+ */
+
+/* state of the chain being verified */
+typedef struct VerifyChain
+{
+	bool		active;
+	pg_uuid_t	id;
+	bool		broken;
+	int64		expected;		/* next expected "ChainSeq" */
+	bool		have_last;
+	pg_uuid_t	last_row;
+	int64		last_seq;
+	unsigned char last_hash[CHAIN_HASH_LEN];
+} VerifyChain;
+
+static char *
+verify_uuid_text(const pg_uuid_t *id)
+{
+	return DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)));
+}
+
+/* NOTICE naming the first bad row of a chain */
+static void
+verify_report(VerifyChain *vc, const pg_uuid_t *row, const char *detail)
+{
+	vc->broken = true;
+	ereport(NOTICE,
+			(errcode(ERRCODE_DATA_CORRUPTED),
+			 errmsg("audit chain %s is broken at row %s",
+					verify_uuid_text(&vc->id), verify_uuid_text(row)),
+			 errdetail_internal("%s", detail)));
+}
+
+/*
+ * verify_finish_chain
+ *		The chain's newest row must be its head.  Caller is connected to SPI.
+ */
+static void
+verify_finish_chain(VerifyChain *vc, SPIPlanPtr head_plan)
+{
+	Datum		arg;
+	int			ret;
+
+	if (!vc->active || vc->broken)
+		return;
+	arg = UUIDPGetDatum(&vc->id);
+	ret = SPI_execute_plan(head_plan, &arg, NULL, true, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		verify_report(vc, &vc->last_row,
+					  "The chain has no head in payment.audit_chain_heads: it was removed, or the rows were inserted without the chain trigger.");
+	else
+	{
+		bool		isnull;
+		int64		head_seq;
+		bytea	   *head_hash;
+
+		head_seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+											   SPI_tuptable->tupdesc, 1, &isnull));
+		head_hash = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0],
+												  SPI_tuptable->tupdesc, 2, &isnull));
+		if (head_seq != vc->last_seq)
+			verify_report(vc, &vc->last_row,
+						  psprintf("The newest row is at position " INT64_FORMAT " but the chain's head records position " INT64_FORMAT ": rows were removed from the end of the chain.",
+								   vc->last_seq, head_seq));
+		else if (VARSIZE_ANY_EXHDR(head_hash) != CHAIN_HASH_LEN ||
+				 memcmp(VARDATA_ANY(head_hash), vc->last_hash, CHAIN_HASH_LEN) != 0)
+			verify_report(vc, &vc->last_row,
+						  "The newest row is not the row the chain's head records: it was replaced.");
+	}
+	SPI_freetuptable(SPI_tuptable);
+}
+
+/*
+ * verify_row
+ *		Check one row (canonical values, its "RowHash") against the chain.
+ */
+static void
+verify_row(VerifyChain *vc, Datum *values, bool *nulls, bool hash_isnull,
+		   bytea *rowhash)
+{
+	pg_uuid_t	row;
+	int64		seq;
+	unsigned char hash[CHAIN_HASH_LEN];
+
+	memcpy(&row, DatumGetUUIDP(values[CHAIN_COL_ID]), sizeof(row));
+	if (hash_isnull || nulls[CHAIN_COL_SEQ])
+	{
+		verify_report(vc, &row,
+					  "The row has no hash: it was inserted while the chain trigger was disabled, or its hash was removed.");
+		return;
+	}
+	seq = DatumGetInt64(values[CHAIN_COL_SEQ]);
+	if (seq > vc->expected)
+	{
+		verify_report(vc, &row,
+					  psprintf("The row is at position " INT64_FORMAT " where position " INT64_FORMAT " was expected: rows before it were removed.",
+							   seq, vc->expected));
+		return;
+	}
+	if (seq < vc->expected)
+	{
+		verify_report(vc, &row,
+					  psprintf("The row repeats position " INT64_FORMAT " of the chain: rows were duplicated or reordered.",
+							   seq));
+		return;
+	}
+	if (vc->expected == 1 ? !nulls[CHAIN_COL_PREV] :
+		(nulls[CHAIN_COL_PREV] ||
+		 VARSIZE_ANY_EXHDR(DatumGetByteaPP(values[CHAIN_COL_PREV])) != CHAIN_HASH_LEN ||
+		 memcmp(VARDATA_ANY(DatumGetByteaPP(values[CHAIN_COL_PREV])),
+				vc->last_hash, CHAIN_HASH_LEN) != 0))
+	{
+		verify_report(vc, &row,
+					  "The row does not follow the previous row of its chain (\"PrevHash\" differs): rows were reordered, removed or replaced.");
+		return;
+	}
+	chain_hash(values, nulls, hash);
+	if (VARSIZE_ANY_EXHDR(rowhash) != CHAIN_HASH_LEN ||
+		memcmp(VARDATA_ANY(rowhash), hash, CHAIN_HASH_LEN) != 0)
+	{
+		verify_report(vc, &row,
+					  "The row's content does not match its \"RowHash\": the row was changed.");
+		return;
+	}
+	vc->expected = seq + 1;
+	vc->have_last = true;
+	vc->last_row = row;
+	vc->last_seq = seq;
+	memcpy(vc->last_hash, hash, CHAIN_HASH_LEN);
+}
+
+/* NOTICE for a chain whose head remains but whose rows are all gone */
+static void
+verify_report_lost(const pg_uuid_t *chain, int64 seq)
+{
+	ereport(NOTICE,
+			(errcode(ERRCODE_DATA_CORRUPTED),
+			 errmsg("audit chain %s has lost all its rows", verify_uuid_text(chain)),
+			 errdetail("Its head records position " INT64_FORMAT ".", seq)));
+}
+
+/* SQL function: payment.verify_audit(uuid DEFAULT NULL) returns boolean */
+PG_FUNCTION_INFO_V1(pe_verify_audit);
+Datum
+pe_verify_audit(PG_FUNCTION_ARGS)
+{
+	bool		all = PG_ARGISNULL(0);
+	pg_uuid_t  *target = all ? NULL : PG_GETARG_UUID_P(0);
+	char	   *log;
+	StringInfoData sql;
+	Portal		portal;
+	SPIPlanPtr	head_plan;
+	Oid			uuidarg[1] = {UUIDOID};
+	Datum		arg;
+	VerifyChain vc;
+	bool		ok = true;
+	MemoryContext rowcxt;
+	MemoryContext oldcxt;
+	uint64		r;
+	int			i;
+	int			ret;
+
+	log = quote_qualified_identifier(get_namespace_name(pe_audit_extension_schema()),
+									 "PaymentAuditLog");
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	initStringInfo(&sql);
+	appendStringInfoString(&sql, "SELECT ");
+	for (i = 0; i < (int) CHAIN_NCOLUMNS; i++)
+		appendStringInfo(&sql, "a.%s, ", quote_identifier(chain_columns[i].name));
+	appendStringInfo(&sql,
+					 "a.\"RowHash\", "
+					 "COALESCE(a.\"PaymentId\", a.\"RowId\", '%s'::pg_catalog.uuid) AS chain "
+					 "FROM %s a ",
+					 PE_AUDIT_SYSTEM_CHAIN_TEXT, log);
+	if (!all)
+		appendStringInfo(&sql,
+						 "WHERE a.\"PaymentId\" OPERATOR(pg_catalog.=) $1 "
+						 "OR (a.\"PaymentId\" IS NULL AND a.\"RowId\" OPERATOR(pg_catalog.=) $1) "
+						 "OR (a.\"PaymentId\" IS NULL AND a.\"RowId\" IS NULL "
+						 "AND $1 OPERATOR(pg_catalog.=) '%s'::pg_catalog.uuid) ",
+						 PE_AUDIT_SYSTEM_CHAIN_TEXT);
+	appendStringInfoString(&sql,
+						   "ORDER BY chain, a.\"ChainSeq\" NULLS FIRST, a.\"Id\"");
+
+	head_plan = SPI_prepare("SELECT seq, row_hash FROM payment.audit_chain_heads "
+							"WHERE chain_id OPERATOR(pg_catalog.=) $1",
+							1, uuidarg);
+	if (head_plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+
+	arg = all ? (Datum) 0 : UUIDPGetDatum(target);
+	portal = SPI_cursor_open_with_args(NULL, sql.data, all ? 0 : 1, uuidarg,
+									   &arg, NULL, true, 0);
+
+	rowcxt = AllocSetContextCreate(CurrentMemoryContext,
+								   "payment.verify_audit row",
+								   ALLOCSET_DEFAULT_SIZES);
+	memset(&vc, 0, sizeof(vc));
+
+	for (;;)
+	{
+		SPITupleTable *tuptable;
+		uint64		n;
+
+		SPI_cursor_fetch(portal, true, VERIFY_BATCH);
+		n = SPI_processed;
+		tuptable = SPI_tuptable;
+		if (n == 0)
+			break;
+		for (r = 0; r < n; r++)
+		{
+			HeapTuple	tup = tuptable->vals[r];
+			TupleDesc	desc = tuptable->tupdesc;
+			Datum		values[CHAIN_NCOLUMNS];
+			bool		nulls[CHAIN_NCOLUMNS];
+			bool		hash_isnull;
+			bool		chain_isnull;
+			Datum		rowhash;
+			pg_uuid_t  *chain;
+
+			oldcxt = MemoryContextSwitchTo(rowcxt);
+			for (i = 0; i < (int) CHAIN_NCOLUMNS; i++)
+				values[i] = SPI_getbinval(tup, desc, i + 1, &nulls[i]);
+			rowhash = SPI_getbinval(tup, desc, CHAIN_NCOLUMNS + 1, &hash_isnull);
+			chain = DatumGetUUIDP(SPI_getbinval(tup, desc, CHAIN_NCOLUMNS + 2,
+												&chain_isnull));
+
+			if (!vc.active || memcmp(vc.id.data, chain->data, UUID_LEN) != 0)
+			{
+				MemoryContextSwitchTo(oldcxt);
+				verify_finish_chain(&vc, head_plan);
+				ok = ok && !vc.broken;
+				MemoryContextSwitchTo(rowcxt);
+				memset(&vc, 0, sizeof(vc));
+				vc.active = true;
+				vc.expected = 1;
+				memcpy(&vc.id, chain, sizeof(pg_uuid_t));
+			}
+			if (!vc.broken)
+				verify_row(&vc, values, nulls, hash_isnull,
+						   hash_isnull ? NULL : DatumGetByteaPP(rowhash));
+			MemoryContextSwitchTo(oldcxt);
+			MemoryContextReset(rowcxt);
+		}
+		SPI_freetuptable(tuptable);
+	}
+	SPI_cursor_close(portal);
+	verify_finish_chain(&vc, head_plan);
+	ok = ok && !vc.broken;
+
+	/* heads whose chain has no row left */
+	if (all)
+	{
+		resetStringInfo(&sql);
+		appendStringInfo(&sql,
+						 "SELECT h.chain_id, h.seq FROM payment.audit_chain_heads h "
+						 "WHERE NOT EXISTS (SELECT 1 FROM %s a WHERE a.\"PaymentId\" OPERATOR(pg_catalog.=) h.chain_id) "
+						 "AND NOT EXISTS (SELECT 1 FROM %s a WHERE a.\"PaymentId\" IS NULL "
+						 "AND COALESCE(a.\"RowId\", '%s'::pg_catalog.uuid) OPERATOR(pg_catalog.=) h.chain_id) "
+						 "ORDER BY h.chain_id",
+						 log, log, PE_AUDIT_SYSTEM_CHAIN_TEXT);
+		ret = SPI_execute(sql.data, true, 0);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(ret));
+		for (r = 0; r < SPI_processed; r++)
+		{
+			bool		isnull;
+
+			verify_report_lost(DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[r],
+														   SPI_tuptable->tupdesc, 1, &isnull)),
+							   DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
+														   SPI_tuptable->tupdesc, 2, &isnull)));
+			ok = false;
+		}
+	}
+	else if (!vc.active)
+	{
+		ret = SPI_execute_plan(head_plan, &arg, NULL, true, 1);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
+		if (SPI_processed == 1)
+		{
+			bool		isnull;
+
+			verify_report_lost(target,
+							   DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
+														   SPI_tuptable->tupdesc, 1, &isnull)));
+			ok = false;
+		}
+	}
+
+	MemoryContextDelete(rowcxt);
+	SPI_freeplan(head_plan);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	PG_RETURN_BOOL(ok);
+}

@@ -1,0 +1,113 @@
+/*-------------------------------------------------------------------------
+ *
+ * audit_int.h
+ *		Types and functions shared by the audit trail's files (audit.c,
+ *		audit_describe.c, audit_context.c); not for the rest of payment_ext,
+ *		which uses audit.h.
+ *
+ * IDENTIFICATION
+ *		src/audit_int.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PE_AUDIT_INT_H
+#define PE_AUDIT_INT_H
+
+#include "access/attnum.h"
+#include "fmgr.h"
+#include "lib/stringinfo.h"
+#include "utils/jsonb.h"
+#include "utils/uuid.h"
+
+/* how a sealed ("Encrypted...") column is shown */
+#define PE_AUDIT_SEALED_TEXT		"[sealed]"
+
+typedef enum AuditTable
+{
+	AUDIT_PAYMENTS,
+	AUDIT_REFUNDS,
+	AUDIT_FAILURES,
+	AUDIT_METHODS
+} AuditTable;
+
+/* one live column of an audited table */
+typedef struct AuditColumn
+{
+	AttrNumber	attnum;
+	char	   *name;
+	Oid			typid;
+	int16		typlen;
+	bool		typbyval;
+	bool		sealed;			/* "Encrypted...": shown as "[sealed]" */
+	FmgrInfo	output;			/* type output function */
+} AuditColumn;
+
+/* attribute map of one audited table, keyed by relation OID */
+typedef struct AuditRelCache
+{
+	Oid			relid;			/* hash key */
+	bool		valid;			/* false after a relcache invalidation */
+	MemoryContext cxt;			/* owns everything below */
+	AuditTable	kind;
+	char	   *relname;
+	int			ncolumns;
+	AuditColumn *columns;
+	/* attnums (0 when absent) of the columns the trigger interprets */
+	AttrNumber	att_id;
+	AttrNumber	att_payment;	/* the payment an entry belongs to */
+	AttrNumber	att_status;
+	AttrNumber	att_metadata;
+	AttrNumber	att_updated_at;
+	AttrNumber	att_amount;
+	AttrNumber	att_currency;
+	AttrNumber	att_pct;
+	AttrNumber	att_refund_amount;
+	AttrNumber	att_failure_code;
+	AttrNumber	att_retry;
+	AttrNumber	att_brand;
+	AttrNumber	att_last4;
+	AttrNumber	att_exp_month;
+	AttrNumber	att_exp_year;
+} AuditRelCache;
+
+/* one entry to write */
+typedef struct AuditEntry
+{
+	const char *action_type;
+	StringInfoData description;
+	Jsonb	   *old_values;
+	Jsonb	   *new_values;
+	bool		has_payment;
+	Datum		payment_id;
+	bool		has_row;
+	Datum		row_id;
+	const char *table_name;
+	bool		payment_locked; /* caller holds the payment's row lock */
+} AuditEntry;
+
+/* request context of the current change */
+typedef struct AuditRequest
+{
+	bool		user_valid;		/* app.current_user_id is a uuid */
+	pg_uuid_t	user;
+	bool		ip_isnull;
+	Datum		ip;
+	char	   *user_agent;		/* NULL when absent */
+	StringInfoData notes;		/* appended to the description */
+} AuditRequest;
+
+/* audit_describe.c: "ActionType" and "ActionDescription" of a row change */
+extern void pe_audit_classify_insert(AuditEntry *e, AuditRelCache *entry,
+									 Datum *values, bool *nulls);
+extern void pe_audit_classify_update(AuditEntry *e, AuditRelCache *entry,
+									 Datum *oldvalues, bool *oldnulls,
+									 Datum *newvalues, bool *newnulls,
+									 bool *changed);
+extern void pe_audit_classify_delete(AuditEntry *e, AuditRelCache *entry,
+									 Datum *values, bool *nulls);
+
+/* audit_context.c: request context and role names */
+extern void pe_audit_read_request(AuditRequest *req);
+extern const char *pe_audit_role_name(Oid roleid);
+
+#endif							/* PE_AUDIT_INT_H */
