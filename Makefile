@@ -13,6 +13,7 @@ OBJS = \
 	src/state.o \
 	src/methods.o \
 	src/vault.o \
+	src/keyring.o \
 	src/cardguard.o \
 	src/sealed.o \
 	src/save_method.o
