@@ -212,8 +212,8 @@ pe_check_secret_path(char **newval, void **extra, GucSource source)
  * keyring_read_file
  *		Read the whole of the secret file path into a palloc'd buffer
  *		(NUL-terminated; *len excludes the terminator) after the checks of
- *		README "Secret files": a regular file, owned by the server's user or
- *		root, with no permission for group or others, outside the data
+ *		README "Token vault" (Keyring): a regular file, owned by the
+ *		server's user or root, with no permission for group or others, outside the data
  *		directory, not empty, at most 1 MB.  what names the file in messages.
  *		Raises on any failure; the caller owns and must wipe the buffer.
  */
