@@ -213,8 +213,8 @@ pe_check_secret_path(char **newval, void **extra, GucSource source)
  *		Read the whole of the secret file path into a palloc'd buffer
  *		(NUL-terminated; *len excludes the terminator) after the checks of
  *		README "Token vault" (Keyring): a regular file, owned by the
- *		server's user or root, with no permission for group or others, outside the data
- *		directory, not empty, at most 1 MB.  what names the file in messages.
+ *		server's user or root, with no permission for group or others,
+ *		outside the data directory, not empty, at most 1 MB.  what names the file in messages.
  *		Raises on any failure; the caller owns and must wipe the buffer.
  */
 static char *
