@@ -19,20 +19,28 @@ OBJS = \
 	src/audit.o \
 	src/audit_context.o \
 	src/audit_describe.o \
-	src/audit_chain.o
+	src/audit_chain.o \
+	src/vault.o \
+	src/keyring.o \
+	src/cardguard.o \
+	src/sealed.o \
+	src/save_method.o
 
 # Install script parts, in this order.
 SQL_PARTS = \
 	src/sql/00_header.sql \
+	src/sql/05_roles.sql \
 	src/sql/10_tables.sql \
 	src/sql/15_outbox.sql \
 	src/sql/20_functions.sql \
 	src/sql/30_triggers.sql \
-	src/sql/35_audit.sql
+	src/sql/35_audit.sql \
+	src/sql/40_vault.sql \
+	src/sql/70_security.sql
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 
-REGRESS = install schema sample_queries pricing payments refunds audit
+REGRESS = install schema sample_queries pricing payments refunds audit vault
 REGRESS_OPTS = --inputdir=.
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter

@@ -54,7 +54,7 @@ SET LOCAL app.user_agent = 'Mozilla/5.0 (X11; Linux x86_64)';
 INSERT INTO "Payments" ("Id", "EventRegistrationId", "UserId", "AmountValue", "SlidingScalePercentage",
                         "PaymentMethodType", "EncryptedStripePaymentIntentId", "CreatedAt", "UpdatedAt")
 	VALUES ('40000000-0000-0000-0000-000000000001', '30000000-0000-0000-0000-000000000001',
-	        '10000000-0000-0000-0000-000000000001', 28.00, 30, 1, 'pe1:k1:not-really-sealed-text',
+	        '10000000-0000-0000-0000-000000000001', 28.00, 30, 1, payment.encrypt('pi_audit_test', 'Payments.EncryptedStripePaymentIntentId:40000000-0000-0000-0000-000000000001'),
 	        '2026-01-01 10:00+00', '2026-01-01 10:00+00');
 COMMIT;
 -- PaymentInitiated: every column in "NewValues", the sealed one redacted
@@ -85,7 +85,7 @@ SELECT "ActionType", "ActionDescription", "OldValues" - 'UpdatedAt' AS "OldValue
 SELECT mark();
 
 -- a change of a sealed column only: SystemAction, redacted on both sides
-UPDATE "Payments" SET "EncryptedStripeCustomerId" = 'pe1:k1:customer'
+UPDATE "Payments" SET "EncryptedStripeCustomerId" = payment.encrypt('cus_audit', 'Payments.EncryptedStripeCustomerId:40000000-0000-0000-0000-000000000001')
  WHERE "Id" = '40000000-0000-0000-0000-000000000001';
 SELECT action, description, old, new FROM new_rows();
 SELECT mark();
@@ -97,7 +97,8 @@ INSERT INTO "Payments" ("Id", "EventRegistrationId", "UserId", "AmountValue", "P
 UPDATE "Payments" SET "Status" = 2 WHERE "Id" = '40000000-0000-0000-0000-000000000002';
 INSERT INTO "PaymentFailures" ("Id", "PaymentId", "FailureCode", "FailureMessage", "EncryptedStripeErrorDetails")
 	VALUES ('60000000-0000-0000-0000-000000000001', '40000000-0000-0000-0000-000000000002',
-	        'card_declined', 'Your card was declined.', 'pe1:k1:details');
+	        'card_declined', 'Your card was declined.',
+	        payment.encrypt('{"type": "card_error"}', 'PaymentFailures.EncryptedStripeErrorDetails:60000000-0000-0000-0000-000000000001'));
 UPDATE "Payments" SET "Status" = 0 WHERE "Id" = '40000000-0000-0000-0000-000000000002';
 SELECT seq, tbl, chain, action, description, old, new FROM new_rows();
 SELECT mark();
@@ -132,7 +133,8 @@ SELECT mark();
 -- PaymentMethods: no payment, a chain per method row
 -- ---------------------------------------------------------------------------
 INSERT INTO "PaymentMethods" ("Id", "UserId", "EncryptedStripePaymentMethodId", "LastFourDigits", "CardBrand", "ExpiryMonth", "ExpiryYear")
-	VALUES ('70000000-0000-0000-0000-000000000001', '10000000-0000-0000-0000-000000000001', 'pe1:k1:pm', '4242', 'Visa', 12, 2099);
+	VALUES ('70000000-0000-0000-0000-000000000001', '10000000-0000-0000-0000-000000000001',
+	        payment.encrypt('pm_audit', 'PaymentMethods.EncryptedStripePaymentMethodId:70000000-0000-0000-0000-000000000001'), '4242', 'Visa', 12, 2099);
 UPDATE "PaymentMethods" SET "IsDefault" = true WHERE "Id" = '70000000-0000-0000-0000-000000000001';
 DELETE FROM "PaymentMethods" WHERE "Id" = '70000000-0000-0000-0000-000000000001';
 SELECT seq, tbl, chain, action, description, old, new FROM new_rows();
@@ -190,7 +192,9 @@ GRANT SELECT, UPDATE ON "Payments" TO regress_audit_app;
 GRANT SELECT, UPDATE, DELETE, TRUNCATE ON "PaymentAuditLog" TO regress_audit_clerk;
 
 SET ROLE regress_audit_app;
+SET app.user_role = 'Admin';  -- row-level security: an Admin sees every payment
 UPDATE "Payments" SET "Metadata" = '{"n": 7}' WHERE "Id" = '40000000-0000-0000-0000-000000000003';
+RESET app.user_role;
 SELECT try($q$SELECT count(*) FROM "PaymentAuditLog"$q$);  -- no privilege to read
 SELECT try($q$INSERT INTO "PaymentAuditLog" ("ActionType", "ActionDescription") VALUES ('SystemAction', 'forged')$q$);  -- nor to write
 SELECT try($q$UPDATE "PaymentAuditLog" SET "ActionDescription" = 'x'$q$);  -- privilege

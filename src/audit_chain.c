@@ -26,9 +26,10 @@
  *	- Appends to one chain are serialised for the rest of the appending
  *	  transaction: a payment's chain by that payment's row lock (FOR NO KEY
  *	  UPDATE; the writers of a payment take it anyway, so this adds no lock
- *	  order), any other chain by a transaction-level advisory lock on the
- *	  chain id in a lock space of its own (field4 = PE_AUDIT_LOCK_SPACE).
- *	  The head is read after the lock is held.  The head upsert only moves
+ *	  order), a row's own chain (a saved method, say) by the lock the
+ *	  audited write holds on that row, and the system chain by a
+ *	  transaction-level advisory lock in a lock space of its own (field4 =
+ *	  PE_AUDIT_LOCK_SPACE).  The head is read after the lock is held.  The head upsert only moves
  *	  a head from the sequence number that was read: a concurrent append
  *	  that slipped through (REPEATABLE READ reading an old head, say) fails
  *	  with a serialization failure instead of forking the chain.
@@ -444,6 +445,7 @@ pe_audit_chain_trigger(PG_FUNCTION_ARGS)
 	bool		hnulls[CHAIN_NCOLUMNS];
 	pg_uuid_t	chain;
 	bool		is_payment;
+	bool		is_row;
 	bool		have_prev = false;
 	unsigned char prev[CHAIN_HASH_LEN];
 	unsigned char hash[CHAIN_HASH_LEN];
@@ -479,12 +481,16 @@ pe_audit_chain_trigger(PG_FUNCTION_ARGS)
 
 	/* the chain: the payment, else the row, else the system chain */
 	is_payment = !nulls[chain_attrs.att[CHAIN_COL_PAYMENT] - 1];
+	is_row = false;
 	if (is_payment)
 		memcpy(&chain, DatumGetUUIDP(values[chain_attrs.att[CHAIN_COL_PAYMENT] - 1]),
 			   sizeof(chain));
 	else if (!nulls[chain_attrs.att[CHAIN_COL_ROW] - 1])
+	{
 		memcpy(&chain, DatumGetUUIDP(values[chain_attrs.att[CHAIN_COL_ROW] - 1]),
 			   sizeof(chain));
+		is_row = true;
+	}
 	else
 		chain_system_id(&chain);
 
@@ -496,7 +502,15 @@ pe_audit_chain_trigger(PG_FUNCTION_ARGS)
 						   SECURITY_NOFORCE_RLS);
 	chain_load_plans(rel);
 
-	chain_lock(&chain, is_payment);
+	/*
+	 * A row's own chain needs no lock of its own: the audited write holds
+	 * that row's lock (or inserted it), and a concurrent append by another
+	 * writer is caught by the head upsert below (40001).  Not taking one per
+	 * row also keeps a bulk insert of many rows (each its own chain) from
+	 * filling the lock table.
+	 */
+	if (!is_row)
+		chain_lock(&chain, is_payment);
 
 	/* the head, read after the lock is held */
 	args[0] = UUIDPGetDatum(&chain);

@@ -31,3 +31,14 @@ SELECT c.relname AS "table",
 
 \echo '== payment status codes'
 SELECT s AS code, payment.status_name(s) AS status FROM generate_series(0, 5) s ORDER BY s;
+
+\echo '== token vault: a saved card, sealed for its row (the Stripe id never stored in clear)'
+SELECT payment.save_method('a0000000-0000-0000-0000-000000000001', 'pm_1NxWb2LkdIwHu7ixDemo', '4242', 'Visa', 12, 2099, make_default => true) IS NOT NULL AS saved;
+SELECT "LastFourDigits", "CardBrand", "IsDefault",
+       left("EncryptedStripePaymentMethodId", 7) || '...' AS sealed_prefix
+  FROM "PaymentMethods";
+SELECT key_id, sealed_values, newest FROM payment.key_usage ORDER BY key_id;
+\echo '== card numbers are refused, without echoing them'
+\set ON_ERROR_STOP 0
+SELECT payment.save_method('a0000000-0000-0000-0000-000000000001', '4242 4242 4242 4242', '4242', 'Visa', 12, 2099);
+\set ON_ERROR_STOP 1
