@@ -22,8 +22,9 @@ SELECT payment.create('31000000-0000-0000-0000-000000000001', '11000000-0000-000
 SELECT "AmountValue", "Currency", "SlidingScalePercentage", payment.status_name("Status"),
        "PaymentMethodType", "Metadata", "ProcessedAt" IS NULL AS unprocessed, "RefundAmountValue"
   FROM "Payments" WHERE "Id" = :'p1';
-SELECT kind, request - 'metadata[payment_id]' - 'metadata[registration_id]' AS request,
+SELECT kind, request - 'metadata[payment_id]' - 'metadata[registration_id]' - 'payment_method' AS request,
        request->>'metadata[payment_id]' = payment_id::text AS names_payment,
+       payment.decrypt(request->>'payment_method', 'outbox.request.payment_method:' || idempotency_key) AS sealed_method,
        idempotency_key = 'pe-' || payment_id || '-pi-1' AS key_format, state, attempts
   FROM payment.outbox WHERE payment_id = :'p1';
 
@@ -77,6 +78,14 @@ SELECT try($$SELECT payment.create('31000000-0000-0000-0000-000000000005', '1100
 SELECT try($$SELECT payment.create('31000000-0000-0000-0000-000000000005', '11000000-0000-0000-0000-000000000005', 40,
                       saved_method_id => '51000000-0000-0000-0000-0000000000ff')$$);  -- unknown saved method
 SELECT try($$SELECT payment.create('31000000-0000-0000-0000-000000000005', '11000000-0000-0000-0000-000000000005', 40, idempotency_key => '')$$); -- empty key
+SELECT try($$SELECT payment.create('31000000-0000-0000-0000-000000000005', '11000000-0000-0000-0000-000000000005', 40,
+                      stripe_payment_method => 'pm_4111111111111111')$$);                                                  -- card number glued to a prefix
+SELECT try($$SELECT payment.create('31000000-0000-0000-0000-000000000005', '11000000-0000-0000-0000-000000000005', 40,
+                      stripe_payment_method => 'pm_card visa')$$);                                                         -- not a Stripe id
+SELECT try($$SELECT payment.create('31000000-0000-0000-0000-000000000005', '11000000-0000-0000-0000-000000000005', 40,
+                      metadata => '{"note": {"card": "4242 4242 4242 4242"}}')$$);                                        -- card number in metadata
+SELECT try($$SELECT payment.create('31000000-0000-0000-0000-000000000005', '11000000-0000-0000-0000-000000000005', 40,
+                      idempotency_key => 'order-5555555555554444')$$);                                                     -- card number in the key
 SELECT count(*) = :payments_before AS no_payment_added, (SELECT count(*) FROM payment.outbox) = :outbox_before AS no_request_added
   FROM "Payments";
 
@@ -97,6 +106,7 @@ SELECT try($$UPDATE "Payments" SET "SlidingScalePercentage" = 5 WHERE "Id" = '$$
 SELECT try($$UPDATE "Payments" SET "UserId" = '11000000-0000-0000-0000-000000000009' WHERE "Id" = '$$ || :'p2' || $$'$$); -- user
 SELECT try($$UPDATE "Payments" SET "EventRegistrationId" = '31000000-0000-0000-0000-000000000009' WHERE "Id" = '$$ || :'p2' || $$'$$); -- registration
 SELECT try($$UPDATE "Payments" SET "Metadata" = '"x"' WHERE "Id" = '$$ || :'p2' || $$'$$);          -- metadata not an object
+SELECT try($$UPDATE "Payments" SET "Metadata" = '{"pan": "378282246310005"}' WHERE "Id" = '$$ || :'p2' || $$'$$); -- card number, by plain UPDATE
 -- a metadata change is allowed, and maintains "UpdatedAt"
 BEGIN;
 UPDATE "Payments" SET "Metadata" = "Metadata" || '{"note": "vip"}' WHERE "Id" = :'p2';
@@ -110,6 +120,15 @@ SELECT payment.retry(:'p2');
 SELECT payment.status_name("Status"), "ProcessedAt" IS NULL AS unprocessed FROM "Payments" WHERE "Id" = :'p2';
 SELECT kind, right(idempotency_key, 5) AS key_suffix, request = first_value(request) OVER (ORDER BY id) AS same_request
   FROM payment.outbox WHERE payment_id = :'p2' ORDER BY id;
+-- a retried request's sealed method is sealed again for its new key
+SELECT payment.create('31000000-0000-0000-0000-000000000008', '11000000-0000-0000-0000-000000000008', 12,
+                      stripe_payment_method => 'pm_card_chargeDeclined') AS p8 \gset
+UPDATE "Payments" SET "Status" = 2 WHERE "Id" = :'p8';
+SELECT payment.retry(:'p8');
+SELECT right(idempotency_key, 5) AS key_suffix,
+       payment.decrypt(request->>'payment_method', 'outbox.request.payment_method:' || idempotency_key) AS method,
+       request - 'payment_method' = first_value(request - 'payment_method') OVER (ORDER BY id) AS same_otherwise
+  FROM payment.outbox WHERE payment_id = :'p8' ORDER BY id;
 SELECT try($$SELECT payment.retry('$$ || :'p2' || $$')$$);                               -- not Failed
 SELECT try($$SELECT payment.retry('41000000-0000-0000-0000-0000000000ff')$$);             -- unknown payment
 SELECT try($$SELECT payment.retry(NULL)$$);                                               -- NULL

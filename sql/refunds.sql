@@ -7,7 +7,9 @@ SET timezone = 'UTC';
 
 -- a Completed 36.00 USD payment (p1) and a Pending one (p2), from payments.sql's data
 SELECT "Id" AS p1 FROM "Payments" WHERE "EventRegistrationId" = '31000000-0000-0000-0000-000000000004' \gset
-UPDATE "Payments" SET "Status" = 1 WHERE "Id" = :'p1';
+UPDATE "Payments" SET "Status" = 1,
+       "EncryptedStripePaymentIntentId" = payment.encrypt('pi_refund_test_1', 'Payments.EncryptedStripePaymentIntentId:' || :'p1')
+ WHERE "Id" = :'p1';
 SELECT "AmountValue", payment.status_name("Status") FROM "Payments" WHERE "Id" = :'p1';
 SELECT payment.create('31000000-0000-0000-0000-000000000007', '11000000-0000-0000-0000-000000000007', 50) AS p2 \gset
 
@@ -18,7 +20,8 @@ SELECT "RefundAmountValue", "RefundCurrency", payment.refund_status_name("Refund
 SELECT payment.status_name("Status"), "RefundAmountValue", "RefundCurrency", "RefundedAt" IS NOT NULL AS refunded_at,
        "RefundReason", "RefundedByUserId"
   FROM "Payments" WHERE "Id" = :'p1';
-SELECT kind, refund_id = :'r1' AS for_r1, request - 'metadata[payment_id]' - 'metadata[refund_id]' AS request,
+SELECT kind, refund_id = :'r1' AS for_r1, request - 'metadata[payment_id]' - 'metadata[refund_id]' - 'payment_intent' AS request,
+       payment.decrypt(request->>'payment_intent', 'outbox.request.payment_intent:' || idempotency_key) AS sealed_intent,
        idempotency_key = 'pe-' || refund_id || '-re' AS key_format
   FROM payment.outbox WHERE refund_id IS NOT NULL ORDER BY id;
 
@@ -71,8 +74,13 @@ SELECT try($$SELECT payment.refund('$$ || :'p5' || $$', 1e9, 'Overflowing refund
 SELECT try($$SELECT payment.refund('41000000-0000-0000-0000-0000000000ff', 1, 'Unknown payment refund', '11000000-0000-0000-0000-000000000009')$$); -- unknown payment
 SELECT try($$SELECT payment.refund('$$ || :'p5' || $$', 1, 'Unknown processor here', '11000000-0000-0000-0000-0000000000ff')$$);     -- unknown user
 SELECT try($$SELECT payment.refund('$$ || :'p5' || $$', 1, 'No processor given here', NULL)$$);                                      -- NULL user
+SELECT try($$SELECT payment.refund('$$ || :'p5' || $$', 1, 'Card 4000 0566 5566 5556 was lost', '11000000-0000-0000-0000-000000000009')$$); -- card number in the reason
 SELECT count(*) = :refunds_before AS no_refund_added, (SELECT count(*) FROM payment.outbox) = :outbox_before AS no_request_added
   FROM "PaymentRefunds";
+
+-- a payment that never went through Stripe (p5 was completed by hand): its
+-- refund is recorded with no request, for an administrator to settle
+SELECT count(*) AS requests_for_p5 FROM payment.outbox WHERE payment_id = :'p5' AND kind = 'refund.create';
 
 -- plain INSERTs are held to the same rules
 SELECT try($$INSERT INTO "PaymentRefunds" ("OriginalPaymentId", "RefundAmountValue", "RefundCurrency", "RefundReason", "ProcessedByUserId")

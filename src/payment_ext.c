@@ -64,26 +64,40 @@ static char *tables_schema = NULL;		/* quoted, in TopMemoryContext */
 static LocalTransactionId tables_schema_lxid = InvalidLocalTransactionId;
 static uint64 schema_generation = 0;
 
-/* The namespace of extension extoid (PostgreSQL 15 does not export this). */
-static Oid
-extension_schema(Oid extoid)
+/*
+ * pe_extension_schema
+ *		Name of the schema payment_ext's tables live in (CREATE EXTENSION's
+ *		target), palloc'd; raises if the extension is not installed.
+ *		PostgreSQL 15 does not export get_extension_schema.
+ */
+char *
+pe_extension_schema(void)
 {
 	Relation	rel;
-	ScanKeyData key;
 	SysScanDesc scan;
+	ScanKeyData key;
 	HeapTuple	tuple;
-	Oid			nspoid = InvalidOid;
+	Oid			nspid = InvalidOid;
+	char	   *nspname;
 
 	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(extoid));
-	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum("payment_ext"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
 	tuple = systable_getnext(scan);
 	if (HeapTupleIsValid(tuple))
-		nspoid = ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace;
+		nspid = ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace;
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
-	return nspoid;
+	if (!OidIsValid(nspid))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("extension \"payment_ext\" is not installed in this database"),
+				 errhint("Run CREATE EXTENSION payment_ext.")));
+	nspname = get_namespace_name(nspid);
+	if (nspname == NULL)
+		elog(ERROR, "schema of extension payment_ext not found");
+	return nspname;
 }
 
 /*
@@ -95,24 +109,12 @@ extension_schema(Oid extoid)
 const char *
 pe_tables_schema(void)
 {
-	Oid			extoid;
-	Oid			nspoid;
 	char	   *nspname;
 
 	if (tables_schema != NULL && tables_schema_lxid == MyProc->lxid)
 		return tables_schema;
 
-	extoid = get_extension_oid("payment_ext", true);
-	if (!OidIsValid(extoid))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("extension \"payment_ext\" is not installed in this database"),
-				 errhint("Run CREATE EXTENSION payment_ext.")));
-	nspoid = extension_schema(extoid);
-	nspname = get_namespace_name(nspoid);
-	if (nspname == NULL)
-		elog(ERROR, "schema of extension payment_ext not found");
-
+	nspname = pe_extension_schema();
 	if (tables_schema == NULL || strcmp(tables_schema, quote_identifier(nspname)) != 0)
 	{
 		if (tables_schema != NULL)
@@ -202,6 +204,16 @@ pe_check_trigger(FunctionCallInfo fcinfo, const char *name, bool before, bool ro
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("%s: must be fired %s ... FOR EACH %s", name,
 						before ? "BEFORE" : "AFTER", row ? "ROW" : "STATEMENT")));
+}
+
+/* Raise 22004 if argument argno (named name) of the call is NULL. */
+void
+pe_check_arg_not_null(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", name)));
 }
 
 /* Transaction end: transaction-local flags go back to their defaults. */

@@ -62,6 +62,7 @@ typedef struct PePlan
 
 extern SPIPlanPtr pe_plan(PePlan *p);
 extern const char *pe_tables_schema(void);
+extern char *pe_extension_schema(void);
 extern Datum pe_spi_getdatum(int row, int col, bool *isnull);
 
 /* security.c */
@@ -77,6 +78,8 @@ extern int	pe_numeric_cmp(Numeric a, Numeric b);
 
 /* payment_ext.c */
 struct FunctionCallInfoBaseData;
+extern void pe_check_arg_not_null(struct FunctionCallInfoBaseData *fcinfo, int argno,
+								  const char *name);
 extern void pe_check_trigger(struct FunctionCallInfoBaseData *fcinfo, const char *name,
 							 bool before, bool row);
 

@@ -41,6 +41,7 @@
 
 #include "audit.h"
 #include "payment_ext.h"
+#include "vault.h"
 
 #define PE_MAX_IDEMPOTENCY_KEY	255
 #define PE_STRIPE_METADATA_MAX	500
@@ -49,16 +50,6 @@ static char *
 uuid_text(Datum id)
 {
 	return DatumGetCString(DirectFunctionCall1(uuid_out, id));
-}
-
-/* Raise 22004 if argument argno of the call is NULL. */
-static void
-check_not_null(FunctionCallInfo fcinfo, int argno, const char *name)
-{
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", name)));
 }
 
 /* ---------------------------------------------------------------------------
@@ -136,6 +127,7 @@ check_idempotency_key(const char *key)
 {
 	size_t		len = strlen(key);
 
+	pe_guard_text(key, "idempotency_key");
 	if (len == 0 || len > PE_MAX_IDEMPOTENCY_KEY)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -243,6 +235,60 @@ stripe_currency(const char *currency)
 	return s;
 }
 
+/*
+ * outbox_context
+ *		The context a Stripe id in an outbox request is sealed with: bound to
+ *		the parameter and to the row's idempotency key (DESIGN.md "Secrets").
+ */
+static char *
+outbox_context(const char *param, const char *idempotency_key)
+{
+	return psprintf("outbox.request.%s:%s", param, idempotency_key);
+}
+
+/*
+ * reseal_request
+ *		A copy of an outbox request (JSON text) whose sealed values, bound to
+ *		old_key, are sealed again for new_key; the opened values are wiped.
+ */
+static char *
+reseal_request(const char *request, const char *old_key, const char *new_key)
+{
+	Jsonb	   *jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(request)));
+	JsonbIterator *it = JsonbIteratorInit(&jb->root);
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	StringInfoData out;
+	char	   *key = NULL;
+
+	initStringInfo(&out);
+	appendStringInfoChar(&out, '{');
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		if (tok == WJB_KEY)
+			key = pnstrdup(v.val.string.val, v.val.string.len);
+		else if (tok == WJB_VALUE && key != NULL)
+		{
+			char	   *value;
+
+			if (v.type != jbvString)
+				elog(ERROR, "outbox request parameter \"%s\" is not a string", key);
+			value = pnstrdup(v.val.string.val, v.val.string.len);
+			if (strncmp(value, PE_SEALED_PREFIX, strlen(PE_SEALED_PREFIX)) == 0)
+			{
+				char	   *plain = pe_open(value, outbox_context(key, old_key));
+
+				value = pe_seal(plain, outbox_context(key, new_key));
+				pe_secret_cleanse(plain);
+			}
+			json_field(&out, key, value);
+			key = NULL;
+		}
+	}
+	appendStringInfoChar(&out, '}');
+	return out.data;
+}
+
 /* ---------------------------------------------------------------------------
  * payment.create
  * ---------------------------------------------------------------------------
@@ -333,13 +379,13 @@ pe_create(PG_FUNCTION_ARGS)
 	int			rc;
 
 	/* arguments, all checked before anything is written */
-	check_not_null(fcinfo, 0, "registration_id");
-	check_not_null(fcinfo, 1, "user_id");
-	check_not_null(fcinfo, 2, "full_price");
-	check_not_null(fcinfo, 3, "discount_pct");
-	check_not_null(fcinfo, 4, "currency");
-	check_not_null(fcinfo, 5, "method_type");
-	check_not_null(fcinfo, 9, "metadata");
+	pe_check_arg_not_null(fcinfo, 0, "registration_id");
+	pe_check_arg_not_null(fcinfo, 1, "user_id");
+	pe_check_arg_not_null(fcinfo, 2, "full_price");
+	pe_check_arg_not_null(fcinfo, 3, "discount_pct");
+	pe_check_arg_not_null(fcinfo, 4, "currency");
+	pe_check_arg_not_null(fcinfo, 5, "method_type");
+	pe_check_arg_not_null(fcinfo, 9, "metadata");
 	registration_id = PG_GETARG_DATUM(0);
 	user_id = PG_GETARG_DATUM(1);
 	full_price = PG_GETARG_NUMERIC(2);
@@ -364,6 +410,7 @@ pe_create(PG_FUNCTION_ARGS)
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("stripe_payment_method must not be empty"),
 					 errhint("Pass NULL to let the browser confirm the payment with Stripe.js.")));
+		pe_check_stripe_id(stripe_pm, "stripe_payment_method");
 	}
 	if (stripe_pm != NULL && has_saved)
 		ereport(ERROR,
@@ -372,6 +419,7 @@ pe_create(PG_FUNCTION_ARGS)
 	if (has_saved)
 		method_type = 0;		/* a saved method is a SavedCard */
 	pe_check_metadata_object(metadata, "metadata");
+	pe_guard_jsonb(DatumGetJsonbP(metadata), "metadata");
 	if (!PG_ARGISNULL(8))
 	{
 		ArgHash		h;
@@ -446,6 +494,7 @@ pe_create(PG_FUNCTION_ARGS)
 	{
 		StringInfoData req;
 		char	   *pid = uuid_text(payment_id);
+		char	   *outbox_key = psprintf("pe-%s-pi-1", pid);
 
 		initStringInfo(&req);
 		appendStringInfoChar(&req, '{');
@@ -460,13 +509,14 @@ pe_create(PG_FUNCTION_ARGS)
 			json_field(&req, "automatic_payment_methods[allow_redirects]", "never");
 			json_field(&req, "confirm", "true");
 			if (stripe_pm != NULL)
-				json_field(&req, "payment_method", stripe_pm);
+				json_field(&req, "payment_method",
+						   pe_seal(stripe_pm, outbox_context("payment_method", outbox_key)));
 			else
 				json_field(&req, "saved_method_id", uuid_text(PG_GETARG_DATUM(7)));
 		}
 		appendStringInfoChar(&req, '}');
 		outbox_insert("payment_intent.create", payment_id, (Datum) 0, false, req.data,
-					  psprintf("pe-%s-pi-1", pid));
+					  outbox_key);
 	}
 	SPI_finish();
 	PG_RETURN_DATUM(payment_id);
@@ -488,7 +538,7 @@ static PePlan retry_update_plan = {
 
 static PePlan retry_request_plan = {
 	"SELECT request::text, (SELECT pg_catalog.count(*) FROM payment.outbox o2"
-	"  WHERE o2.payment_id = $1 AND o2.kind = 'payment_intent.create')"
+	"  WHERE o2.payment_id = $1 AND o2.kind = 'payment_intent.create'), idempotency_key"
 	" FROM payment.outbox WHERE payment_id = $1 AND kind = 'payment_intent.create'"
 	" ORDER BY id DESC LIMIT 1",
 	1, {UUIDOID}, NULL, 0
@@ -505,9 +555,11 @@ pe_retry(PG_FUNCTION_ARGS)
 	int			status;
 	int			rc;
 	char	   *request;
+	char	   *old_key;
+	char	   *new_key;
 	int64		n;
 
-	check_not_null(fcinfo, 0, "payment_id");
+	pe_check_arg_not_null(fcinfo, 0, "payment_id");
 	payment_id = PG_GETARG_DATUM(0);
 
 	SPI_connect();
@@ -541,13 +593,15 @@ pe_retry(PG_FUNCTION_ARGS)
 						uuid_text(payment_id))));
 	request = TextDatumGetCString(pe_spi_getdatum(0, 1, &isnull));
 	n = DatumGetInt64(pe_spi_getdatum(0, 2, &isnull));
+	old_key = TextDatumGetCString(pe_spi_getdatum(0, 3, &isnull));
+	new_key = psprintf("pe-%s-pi-" INT64_FORMAT, uuid_text(payment_id), n + 1);
 
 	rc = SPI_execute_plan(pe_plan(&retry_update_plan), &payment_id, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "updating the payment failed");
 	/* the same request, under a new key: a new PaymentIntent */
-	outbox_insert("payment_intent.create", payment_id, (Datum) 0, false, request,
-				  psprintf("pe-%s-pi-" INT64_FORMAT, uuid_text(payment_id), n + 1));
+	outbox_insert("payment_intent.create", payment_id, (Datum) 0, false,
+				  reseal_request(request, old_key, new_key), new_key);
 	SPI_finish();
 	PG_RETURN_VOID();
 }
@@ -557,7 +611,7 @@ pe_retry(PG_FUNCTION_ARGS)
  * ---------------------------------------------------------------------------
  */
 static PePlan refund_payment_plan = {
-	"SELECT \"Currency\" FROM @S@.\"Payments\" WHERE \"Id\" = $1",
+	"SELECT \"Currency\", \"EncryptedStripePaymentIntentId\" FROM @S@.\"Payments\" WHERE \"Id\" = $1",
 	1, {UUIDOID}, NULL, 0
 };
 
@@ -594,19 +648,21 @@ pe_refund(PG_FUNCTION_ARGS)
 	Datum		refund_id;
 	Datum		existing;
 	char	   *currency;
+	char	   *intent;
 	bool		isnull;
 	int			rc;
 
-	check_not_null(fcinfo, 0, "payment_id");
-	check_not_null(fcinfo, 1, "amount");
-	check_not_null(fcinfo, 2, "reason");
-	check_not_null(fcinfo, 3, "processed_by");
+	pe_check_arg_not_null(fcinfo, 0, "payment_id");
+	pe_check_arg_not_null(fcinfo, 1, "amount");
+	pe_check_arg_not_null(fcinfo, 2, "reason");
+	pe_check_arg_not_null(fcinfo, 3, "processed_by");
 	payment_id = PG_GETARG_DATUM(0);
 	amount = PG_GETARG_NUMERIC(1);
 	reason = text_to_cstring(PG_GETARG_TEXT_PP(2));
 	processed_by = PG_GETARG_DATUM(3);
 	pe_check_money(amount, "amount", false);
 	pe_check_refund_reason(reason);
+	pe_guard_text(reason, "reason");
 	if (!PG_ARGISNULL(4))
 	{
 		ArgHash		h;
@@ -640,6 +696,11 @@ pe_refund(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("payment %s does not exist", uuid_text(payment_id))));
 	currency = TextDatumGetCString(pe_spi_getdatum(0, 1, &isnull));
+	{
+		Datum		sealed = pe_spi_getdatum(0, 2, &isnull);
+
+		intent = isnull ? NULL : TextDatumGetCString(sealed);
+	}
 
 	{
 		Datum		args[6];
@@ -656,20 +717,31 @@ pe_refund(PG_FUNCTION_ARGS)
 			elog(ERROR, "inserting the refund failed: %s", SPI_result_code_string(rc));
 	}
 
+	/*
+	 * A payment that never went through Stripe (settled offline, or written
+	 * by hand) has no PaymentIntent to refund: its refund stays Processing
+	 * until an administrator records the outcome.
+	 */
+	if (intent != NULL)
 	{
 		StringInfoData req;
 		char	   *rid = uuid_text(refund_id);
+		char	   *outbox_key = psprintf("pe-%s-re", rid);
+		char	   *intent_id;
 
+		intent_id = pe_open(intent, psprintf("Payments.EncryptedStripePaymentIntentId:%s",
+											 uuid_text(payment_id)));
 		initStringInfo(&req);
 		appendStringInfoChar(&req, '{');
+		json_field(&req, "payment_intent", pe_seal(intent_id, outbox_context("payment_intent", outbox_key)));
+		pe_secret_cleanse(intent_id);
 		json_field(&req, "amount", psprintf(INT64_FORMAT, pe_minor_units(amount)));
 		json_field(&req, "reason", "requested_by_customer");
 		json_field(&req, "metadata[payment_id]", uuid_text(payment_id));
 		json_field(&req, "metadata[refund_id]", rid);
 		json_field(&req, "metadata[reason]", truncate_chars(reason, PE_STRIPE_METADATA_MAX));
 		appendStringInfoChar(&req, '}');
-		outbox_insert("refund.create", payment_id, refund_id, true, req.data,
-					  psprintf("pe-%s-re", rid));
+		outbox_insert("refund.create", payment_id, refund_id, true, req.data, outbox_key);
 	}
 	SPI_finish();
 	PG_RETURN_DATUM(refund_id);

@@ -39,6 +39,7 @@
 
 #include "audit.h"
 #include "payment_ext.h"
+#include "vault.h"
 
 #define PE_MIN_REASON_CHARS		10
 
@@ -237,6 +238,16 @@ pe_refunds_rules_trigger(PG_FUNCTION_ARGS)
 							from ? from : "?", to ? to : "an unknown status"),
 					 errhint("A refund goes from Processing to Completed or Failed, once.")));
 		}
+		if (!pe_column_unchanged(oldtuple, newtuple, td, rcols.metadata))
+		{
+			Datum		md = heap_getattr(newtuple, rcols.metadata, td, &isnull);
+
+			if (!isnull)
+			{
+				pe_check_metadata_object(md, "\"Metadata\" of a refund");
+				pe_guard_jsonb(DatumGetJsonbP(md), "\"Metadata\"");
+			}
+		}
 		if (old_status != status)
 			(void) lock_payment(heap_getattr(newtuple, rcols.payment, td, &isnull));
 		return PointerGetDatum(newtuple);
@@ -258,6 +269,7 @@ pe_refunds_rules_trigger(PG_FUNCTION_ARGS)
 		Datum		reason = heap_getattr(newtuple, rcols.reason, td, &isnull);
 
 		pe_check_refund_reason(isnull ? NULL : TextDatumGetCString(reason));
+		pe_guard_text(TextDatumGetCString(reason), "\"RefundReason\"");
 	}
 	{
 		Datum		amount = heap_getattr(newtuple, rcols.amount, td, &isnull);
@@ -272,7 +284,10 @@ pe_refunds_rules_trigger(PG_FUNCTION_ARGS)
 		Datum		md = heap_getattr(newtuple, rcols.metadata, td, &isnull);
 
 		if (!isnull)
+		{
 			pe_check_metadata_object(md, "\"Metadata\" of a refund");
+			pe_guard_jsonb(DatumGetJsonbP(md), "\"Metadata\"");
+		}
 	}
 
 	lp = lock_payment(payment_id);

@@ -36,23 +36,13 @@
 
 #define STRIPE_ID_MAX_LEN	255
 
-/* Raise if argument argno (named name) is NULL. */
-static void
-check_not_null(FunctionCallInfo fcinfo, int argno, const char *name)
-{
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("argument \"%s\" must not be null", name)));
-}
-
 /*
- * check_stripe_id
+ * pe_check_stripe_id
  *		A Stripe object id: 1 to 255 of [A-Za-z0-9_-], holding no card number.
  *		The prefix ("pm_") is not required: Stripe may change its formats.
  */
-static void
-check_stripe_id(const char *value, const char *argname)
+void
+pe_check_stripe_id(const char *value, const char *argname)
 {
 	const char *p;
 
@@ -107,12 +97,12 @@ pe_save_method(PG_FUNCTION_ARGS)
 	char	   *qtable;
 	int			ret;
 
-	check_not_null(fcinfo, 0, "user_id");
-	check_not_null(fcinfo, 1, "stripe_payment_method");
-	check_not_null(fcinfo, 2, "last_four");
-	check_not_null(fcinfo, 3, "card_brand");
-	check_not_null(fcinfo, 4, "expiry_month");
-	check_not_null(fcinfo, 5, "expiry_year");
+	pe_check_arg_not_null(fcinfo, 0, "user_id");
+	pe_check_arg_not_null(fcinfo, 1, "stripe_payment_method");
+	pe_check_arg_not_null(fcinfo, 2, "last_four");
+	pe_check_arg_not_null(fcinfo, 3, "card_brand");
+	pe_check_arg_not_null(fcinfo, 4, "expiry_month");
+	pe_check_arg_not_null(fcinfo, 5, "expiry_year");
 	user_id = PG_GETARG_DATUM(0);
 	stripe_pm = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	last_four = text_to_cstring(PG_GETARG_TEXT_PP(2));
@@ -121,7 +111,7 @@ pe_save_method(PG_FUNCTION_ARGS)
 	year = PG_GETARG_INT32(5);
 	make_default = PG_ARGISNULL(6) ? false : PG_GETARG_BOOL(6);
 
-	check_stripe_id(stripe_pm, "stripe_payment_method");
+	pe_check_stripe_id(stripe_pm, "stripe_payment_method");
 	pe_guard_text(last_four, "last_four");
 	pe_guard_text(card_brand, "card_brand");
 	if (month < 1 || month > 12)

@@ -28,6 +28,7 @@
 
 #include "audit.h"
 #include "payment_ext.h"
+#include "vault.h"
 
 static const char *const payment_status_names[] = {
 	"Pending",
@@ -381,7 +382,10 @@ pe_payments_state_trigger(PG_FUNCTION_ARGS)
 		Datum		md = heap_getattr(newtuple, pcols.metadata, td, &isnull);
 
 		if (!isnull)
+		{
 			pe_check_metadata_object(md, "\"Metadata\" of a payment");
+			pe_guard_jsonb(DatumGetJsonbP(md), "\"Metadata\"");
+		}
 	}
 
 	/* "ProcessedAt": set when the payment reaches an outcome */

@@ -551,36 +551,6 @@ pe_vault_key_id_of(const char *sealed)
 	return pnstrdup(id, colon - id);
 }
 
-/*
- * pe_extension_schema
- *		Name of the schema payment_ext's tables live in (CREATE EXTENSION's
- *		target), palloc'd.  PG15 does not export get_extension_schema.
- */
-char *
-pe_extension_schema(void)
-{
-	Relation	rel;
-	SysScanDesc scan;
-	ScanKeyData key;
-	HeapTuple	tuple;
-	Oid			nspid = InvalidOid;
-
-	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
-				F_NAMEEQ, CStringGetDatum("payment_ext"));
-	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
-	tuple = systable_getnext(scan);
-	if (HeapTupleIsValid(tuple))
-		nspid = ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace;
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	if (!OidIsValid(nspid))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("extension \"payment_ext\" is not installed in this database")));
-	return get_namespace_name(nspid);
-}
-
 /* ---------------------------------------------------------------------------
  * SQL functions
  * ---------------------------------------------------------------------------

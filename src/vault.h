@@ -46,7 +46,6 @@ extern bool pe_try_open(const char *sealed, const char *context,
 extern char *pe_vault_context(const char *table, const char *column,
 							  const char *row_id);
 extern const char *pe_newest_key_id(void);
-extern char *pe_extension_schema(void);
 extern char *pe_vault_key_id_of(const char *sealed);
 
 /* secret files (keyring, Stripe API key, webhook signing secret) */
@@ -54,6 +53,7 @@ extern char *pe_read_secret_file(const char *path, const char *what);
 extern void pe_secret_cleanse(char *secret);
 
 /* card-number guard */
+extern void pe_check_stripe_id(const char *value, const char *argname);
 extern void pe_guard_text(const char *value, const char *argname);
 extern void pe_guard_identifier(const char *value, const char *argname);
 extern void pe_guard_jsonb(Jsonb *value, const char *argname);

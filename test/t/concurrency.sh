@@ -51,7 +51,7 @@ SELECT ('30000000-0000-0000-0000-' || lpad(i::text, 12, '0'))::uuid, '20000000-0
 P1=$(q "SELECT payment.create('30000000-0000-0000-0000-000000000001', '10000000-0000-0000-0000-000000000001', 20.00)")
 P2=$(q "SELECT payment.create('30000000-0000-0000-0000-000000000002', '10000000-0000-0000-0000-000000000002', 20.00)")
 P4=$(q "SELECT payment.create('30000000-0000-0000-0000-000000000004', '10000000-0000-0000-0000-000000000004', 20.00)")
-q "UPDATE \"Payments\" SET \"Status\" = 1 WHERE \"Id\" IN ('$P1', '$P2', '$P4')"
+q "UPDATE \"Payments\" SET \"Status\" = 1, \"EncryptedStripePaymentIntentId\" = payment.encrypt('pi_' || left(\"Id\"::text, 8), 'Payments.EncryptedStripePaymentIntentId:' || \"Id\") WHERE \"Id\" IN ('$P1', '$P2', '$P4')"
 ADMIN=10000000-0000-0000-0000-000000000005
 
 # race COUNT SQL: run SQL in COUNT clients released together; prints the
