@@ -14,19 +14,25 @@ OBJS = \
 	src/methods.o \
 	src/pricing.o \
 	src/refund.o \
-	src/payments.o
+	src/payments.o \
+	src/vault.o \
+	src/cardguard.o \
+	src/sealed.o \
+	src/save_method.o
 
 # Install script parts, in this order.
 SQL_PARTS = \
 	src/sql/00_header.sql \
+	src/sql/05_roles.sql \
 	src/sql/10_tables.sql \
 	src/sql/15_outbox.sql \
 	src/sql/20_functions.sql \
-	src/sql/30_triggers.sql
+	src/sql/30_triggers.sql \
+	src/sql/40_vault.sql
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 
-REGRESS = install schema sample_queries pricing payments refunds
+REGRESS = install schema sample_queries pricing payments refunds vault
 REGRESS_OPTS = --inputdir=.
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter

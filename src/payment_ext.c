@@ -37,6 +37,7 @@
 #include "utils/rel.h"
 
 #include "payment_ext.h"
+#include "vault.h"
 
 PG_MODULE_MAGIC;
 
@@ -46,6 +47,10 @@ PG_MODULE_MAGIC;
  */
 char	   *pe_stripe_api_base = NULL;
 char	   *pe_database = NULL;
+char	   *pe_keyring_file = NULL;
+char	   *pe_keyring_passphrase_command = NULL;
+char	   *pe_stripe_api_key_file = NULL;
+char	   *pe_webhook_secret_file = NULL;
 
 bool		pe_suppress_row_audit = false;
 
@@ -299,6 +304,54 @@ _PG_init(void)
 							   PGC_POSTMASTER,
 							   0,
 							   NULL,
+							   NULL,
+							   NULL);
+
+	/*
+	 * Token vault.  Paths and a command only: superuser-only (hidden from
+	 * other roles' SHOW and pg_settings), reloadable, never per session.
+	 */
+	DefineCustomStringVariable("payment_ext.keyring_file",
+							   gettext_noop("Absolute path of the keyring file: one \"<key-id> <64 hex digits>\" per line, newest last."),
+							   gettext_noop("Must be outside the data directory and not accessible by group or others."),
+							   &pe_keyring_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   pe_check_secret_path,
+							   pe_assign_keyring,
+							   NULL);
+
+	DefineCustomStringVariable("payment_ext.keyring_passphrase_command",
+							   gettext_noop("Command that prints the passphrase of an encrypted keyring file."),
+							   gettext_noop("Like ssl_passphrase_command: %p is replaced by a prompt; empty means the keyring file is not encrypted."),
+							   &pe_keyring_passphrase_command,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   NULL,
+							   pe_assign_keyring,
+							   NULL);
+
+	DefineCustomStringVariable("payment_ext.stripe_api_key_file",
+							   gettext_noop("Absolute path of the file holding the Stripe secret API key."),
+							   NULL,
+							   &pe_stripe_api_key_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   pe_check_secret_path,
+							   NULL,
+							   NULL);
+
+	DefineCustomStringVariable("payment_ext.webhook_secret_file",
+							   gettext_noop("Absolute path of the file holding the Stripe webhook signing secret."),
+							   NULL,
+							   &pe_webhook_secret_file,
+							   "",
+							   PGC_SIGHUP,
+							   GUC_SUPERUSER_ONLY,
+							   pe_check_secret_path,
 							   NULL,
 							   NULL);
 

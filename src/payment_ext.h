@@ -31,6 +31,12 @@
 extern char *pe_stripe_api_base;
 extern char *pe_database;
 
+/* token vault (vault.c): file paths and a command, never secrets */
+extern char *pe_keyring_file;
+extern char *pe_keyring_passphrase_command;
+extern char *pe_stripe_api_key_file;
+extern char *pe_webhook_secret_file;
+
 /*
  * Set (for the current transaction only, never from SQL) by code that
  * rewrites rows in bulk without changing their meaning, such as key rotation

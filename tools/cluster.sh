@@ -2,7 +2,9 @@
 # benchmarks.  Sourced by tools/run (inner part) and by test programs; runs as
 # an unprivileged user.  Every cluster listens on a Unix socket in its own
 # folder only (listen_addresses = ''), preloads payment_ext and points
-# payment_ext.stripe_api_base at the Stripe stand-in on 127.0.0.1.
+# payment_ext.stripe_api_base at the Stripe stand-in on 127.0.0.1, and has
+# a keyring of its own, $PE_WORK/NAME.keyring (mode 0600, outside the data
+# directory: one key "k1"), named by payment_ext.keyring_file.
 #
 # After pe_stage_install, pe_cluster_start NAME and pe_standin_start these
 # are exported for test programs:
@@ -62,10 +64,32 @@ EOF
 	fi
 }
 
+# pe_keyring_key: 64 random hexadecimal digits, a fresh AES-256 key
+pe_keyring_key() {
+	od -An -tx1 -N32 /dev/urandom | tr -d ' \n'
+}
+
+# pe_keyring_create FILE [KEY-ID...]: a keyring file (mode 0600) with a fresh
+# key for each id (default: k1), newest last
+pe_keyring_create() {
+	local file=$1 id
+	shift
+	[ $# -gt 0 ] || set -- k1
+	(
+		umask 077
+		: >"$file"
+		for id in "$@"; do
+			printf '%s %s\n' "$id" "$(pe_keyring_key)" >>"$file"
+		done
+	)
+	chmod 600 "$file"
+}
+
 # pe_cluster_conf NAME: the postgresql.conf lines every cluster gets
 pe_cluster_conf() {
 	cat <<EOF
 listen_addresses = ''
+payment_ext.keyring_file = '$PE_WORK/$1.keyring'
 unix_socket_directories = '$PE_WORK/$1.sock'
 shared_preload_libraries = 'payment_ext'
 payment_ext.stripe_api_base = '${PE_STANDIN_URL:-http://127.0.0.1:9}'
@@ -97,6 +121,7 @@ pe_cluster_start() {
 		local line
 		for line in "$@"; do echo "$line"; done
 	} >>"$data/postgresql.conf"
+	[ -f "$PE_WORK/$name.keyring" ] || pe_keyring_create "$PE_WORK/$name.keyring"
 	PE_CLUSTERS+=("$name")
 	"$PE_BIN/pg_ctl" -D "$data" -l "$PE_WORK/$name.log" -w -t 60 start >/dev/null || {
 		cat "$PE_WORK/$name.log" >&2

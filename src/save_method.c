@@ -1,0 +1,189 @@
+/*-------------------------------------------------------------------------
+ *
+ * save_method.c
+ *		payment.save_method: save a card the user set up with Stripe, as a
+ *		sealed PaymentMethod id and display data.
+ *
+ * Invariants:
+ *	- The Stripe id is sealed before the row exists (its context names the
+ *	  new row's Id, made here), so no plaintext ever reaches a heap page or
+ *	  the WAL.
+ *	- With make_default, the user's default moves in this transaction under
+ *	  a transaction-level advisory lock per user, taken before the old
+ *	  default is cleared: two concurrent calls for one user queue, so
+ *	  "UX_PaymentMethods_UserDefault" never fires on a legitimate call.
+ *	- Runs as the extension's owner (SECURITY DEFINER, search_path
+ *	  pg_catalog, pg_temp); every name it uses is schema-qualified.
+ *
+ * IDENTIFICATION
+ *		src/save_method.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <openssl/crypto.h>
+
+#include "catalog/pg_type.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "utils/builtins.h"
+#include "utils/lsyscache.h"
+#include "utils/uuid.h"
+
+#include "payment_ext.h"
+#include "vault.h"
+
+#define STRIPE_ID_MAX_LEN	255
+
+/* Raise if argument argno (named name) is NULL. */
+static void
+check_not_null(FunctionCallInfo fcinfo, int argno, const char *name)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("argument \"%s\" must not be null", name)));
+}
+
+/*
+ * check_stripe_id
+ *		A Stripe object id: 1 to 255 of [A-Za-z0-9_-], holding no card number.
+ *		The prefix ("pm_") is not required: Stripe may change its formats.
+ */
+static void
+check_stripe_id(const char *value, const char *argname)
+{
+	const char *p;
+
+	pe_guard_identifier(value, argname);
+	if (value[0] == '\0' || strlen(value) > STRIPE_ID_MAX_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("argument \"%s\" is not a Stripe id", argname),
+				 errdetail("A Stripe id has 1 to %d characters.", STRIPE_ID_MAX_LEN)));
+	for (p = value; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+			  (*p >= '0' && *p <= '9') || *p == '_' || *p == '-'))
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("argument \"%s\" is not a Stripe id", argname),
+					 errdetail("A Stripe id has only letters, digits, '_' and '-'.")));
+}
+
+/* A random (version 4) uuid. */
+static pg_uuid_t *
+save_method_new_id(void)
+{
+	pg_uuid_t  *uuid = palloc(sizeof(pg_uuid_t));
+
+	if (!pg_strong_random(uuid->data, UUID_LEN))
+		ereport(ERROR,
+				(errcode(ERRCODE_INTERNAL_ERROR),
+				 errmsg("could not generate a random uuid")));
+	uuid->data[6] = (uuid->data[6] & 0x0f) | 0x40;
+	uuid->data[8] = (uuid->data[8] & 0x3f) | 0x80;
+	return uuid;
+}
+
+/*
+ * SQL function: payment.save_method(uuid, text, text, text, integer, integer,
+ *                                   boolean) returns uuid
+ */
+PG_FUNCTION_INFO_V1(pe_save_method);
+Datum
+pe_save_method(PG_FUNCTION_ARGS)
+{
+	Datum		user_id;
+	char	   *stripe_pm;
+	char	   *last_four;
+	char	   *card_brand;
+	int32		month;
+	int32		year;
+	bool		make_default;
+	pg_uuid_t  *id;
+	char	   *idtext;
+	char	   *sealed;
+	char	   *qtable;
+	int			ret;
+
+	check_not_null(fcinfo, 0, "user_id");
+	check_not_null(fcinfo, 1, "stripe_payment_method");
+	check_not_null(fcinfo, 2, "last_four");
+	check_not_null(fcinfo, 3, "card_brand");
+	check_not_null(fcinfo, 4, "expiry_month");
+	check_not_null(fcinfo, 5, "expiry_year");
+	user_id = PG_GETARG_DATUM(0);
+	stripe_pm = text_to_cstring(PG_GETARG_TEXT_PP(1));
+	last_four = text_to_cstring(PG_GETARG_TEXT_PP(2));
+	card_brand = text_to_cstring(PG_GETARG_TEXT_PP(3));
+	month = PG_GETARG_INT32(4);
+	year = PG_GETARG_INT32(5);
+	make_default = PG_ARGISNULL(6) ? false : PG_GETARG_BOOL(6);
+
+	check_stripe_id(stripe_pm, "stripe_payment_method");
+	pe_guard_text(last_four, "last_four");
+	pe_guard_text(card_brand, "card_brand");
+	if (month < 1 || month > 12)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("expiry_month must be between 1 and 12")));
+	pe_check_card_expiry(year, month);
+
+	/* seal under the new row's context before the row exists */
+	id = save_method_new_id();
+	idtext = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)));
+	sealed = pe_seal(stripe_pm,
+					 pe_vault_context("PaymentMethods", "EncryptedStripePaymentMethodId", idtext));
+	OPENSSL_cleanse(stripe_pm, strlen(stripe_pm));
+
+	qtable = quote_qualified_identifier(pe_extension_schema(), "PaymentMethods");
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+
+	if (make_default)
+	{
+		Oid			types[1] = {UUIDOID};
+		Datum		values[1] = {user_id};
+
+		ret = SPI_execute_with_args("SELECT pg_catalog.pg_advisory_xact_lock("
+									"pg_catalog.hashtext('payment_ext.save_method'), "
+									"pg_catalog.hashtext($1::pg_catalog.text))",
+									1, types, values, NULL, false, 0);
+		if (ret != SPI_OK_SELECT)
+			elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(ret));
+		ret = SPI_execute_with_args(psprintf("UPDATE %s SET \"IsDefault\" = false, "
+											 "\"UpdatedAt\" = pg_catalog.now() "
+											 "WHERE \"UserId\" OPERATOR(pg_catalog.=) $1 "
+											 "AND \"IsDefault\"", qtable),
+									1, types, values, NULL, false, 0);
+		if (ret != SPI_OK_UPDATE)
+			elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(ret));
+	}
+
+	{
+		Oid			types[8] = {UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID,
+		INT4OID, INT4OID, BOOLOID};
+		Datum		values[8];
+
+		values[0] = UUIDPGetDatum(id);
+		values[1] = user_id;
+		values[2] = CStringGetTextDatum(sealed);
+		values[3] = CStringGetTextDatum(last_four);
+		values[4] = CStringGetTextDatum(card_brand);
+		values[5] = Int32GetDatum(month);
+		values[6] = Int32GetDatum(year);
+		values[7] = BoolGetDatum(make_default);
+		ret = SPI_execute_with_args(psprintf("INSERT INTO %s (\"Id\", \"UserId\", "
+											 "\"EncryptedStripePaymentMethodId\", \"LastFourDigits\", "
+											 "\"CardBrand\", \"ExpiryMonth\", \"ExpiryYear\", \"IsDefault\") "
+											 "VALUES ($1, $2, $3, $4, $5, $6, $7, $8)", qtable),
+									8, types, values, NULL, false, 0);
+		if (ret != SPI_OK_INSERT)
+			elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(ret));
+	}
+
+	SPI_finish();
+	PG_RETURN_UUID_P(id);
+}

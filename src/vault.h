@@ -1,0 +1,66 @@
+/*-------------------------------------------------------------------------
+ *
+ * vault.h
+ *		The token vault and the card-number guard: what other files of
+ *		payment_ext call.
+ *
+ * Sealing (vault.c): AES-256-GCM under the newest key of the keyring,
+ * a fresh random 96-bit nonce per value, text form
+ * "pe1:<key-id>:<base64 of nonce|ciphertext|tag>", with the context bound as
+ * additional authenticated data.  A sealed column's context is exactly
+ * "<Table>.<Column>:<row Id>", for example
+ * "Payments.EncryptedStripePaymentIntentId:<uuid>"; a sealed value in
+ * payment.outbox.request uses "outbox.request.<param>:<idempotency_key>"
+ * (pe_vault_context builds both).  Results are palloc'd in
+ * CurrentMemoryContext; a value that does not open raises an ERROR that
+ * carries neither the value nor any key material.
+ *
+ * Guard (cardguard.c): raises ERRCODE_PE_CARD_NUMBER when a value holds a
+ * card number (README, "Card-number guard"), naming the argument, never the
+ * value.
+ *
+ * IDENTIFICATION
+ *		src/vault.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PE_VAULT_H
+#define PE_VAULT_H
+
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+
+/* SQLSTATEs of class PE (payment_ext), listed in README */
+#define ERRCODE_PE_CARD_NUMBER		MAKE_SQLSTATE('P','E','0','0','1')
+#define ERRCODE_PE_SEALED_INVALID	MAKE_SQLSTATE('P','E','0','0','2')
+#define ERRCODE_PE_KEY_NOT_FOUND	MAKE_SQLSTATE('P','E','0','0','3')
+
+/* The prefix of every sealed value */
+#define PE_SEALED_PREFIX			"pe1:"
+
+/* sealing */
+extern char *pe_seal(const char *plaintext, const char *context);
+extern char *pe_open(const char *sealed, const char *context);
+extern bool pe_try_open(const char *sealed, const char *context,
+						char **plaintext);
+extern char *pe_vault_context(const char *table, const char *column,
+							  const char *row_id);
+extern const char *pe_newest_key_id(void);
+extern char *pe_extension_schema(void);
+extern char *pe_vault_key_id_of(const char *sealed);
+
+/* secret files (keyring, Stripe API key, webhook signing secret) */
+extern char *pe_read_secret_file(const char *path, const char *what);
+extern void pe_secret_cleanse(char *secret);
+
+/* card-number guard */
+extern void pe_guard_text(const char *value, const char *argname);
+extern void pe_guard_identifier(const char *value, const char *argname);
+extern void pe_guard_jsonb(Jsonb *value, const char *argname);
+extern bool pe_contains_card_number(const char *value, bool identifier);
+
+/* GUC hooks, installed by _PG_init in payment_ext.c */
+extern bool pe_check_secret_path(char **newval, void **extra, GucSource source);
+extern void pe_assign_keyring(const char *newval, void *extra);
+
+#endif							/* PE_VAULT_H */
