@@ -452,16 +452,17 @@ pe_create(PG_FUNCTION_ARGS)
 		json_field(&req, "currency", stripe_currency(currency));
 		json_field(&req, "metadata[payment_id]", pid);
 		json_field(&req, "metadata[registration_id]", uuid_text(registration_id));
+		json_field(&req, "automatic_payment_methods[enabled]", "true");
 		if (stripe_pm != NULL || has_saved)
 		{
+			/* confirmed on the server: no redirect-based method can finish it */
+			json_field(&req, "automatic_payment_methods[allow_redirects]", "never");
 			json_field(&req, "confirm", "true");
 			if (stripe_pm != NULL)
 				json_field(&req, "payment_method", stripe_pm);
 			else
 				json_field(&req, "saved_method_id", uuid_text(PG_GETARG_DATUM(7)));
 		}
-		else
-			json_field(&req, "automatic_payment_methods[enabled]", "true");
 		appendStringInfoChar(&req, '}');
 		outbox_insert("payment_intent.create", payment_id, (Datum) 0, false, req.data,
 					  psprintf("pe-%s-pi-1", pid));

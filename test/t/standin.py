@@ -250,6 +250,23 @@ def run(s):
                                                       ("payment_method_types[0]", "card")])
     ok(st == 200 and b["status"] == "succeeded", "payment_method_types[0]=card confirms without return_url", b)
 
+    st, _, b = s.call("POST", "/v1/payment_intents", [("amount", "2800"), ("currency", "usd"),
+                                                      ("return_url", "https://example.org/back")])
+    ok(st == 400 and err(b).get("param") == "return_url", "return_url without confirm=true refused (schema text)", b)
+
+    # two pipelined requests on one socket
+    one = ("GET /v1/refunds HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n" % KEY).encode()
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+    sock.sendall(one + one)
+    resp = b""
+    while resp.count(b'"object": "list"') < 2:
+        chunk = sock.recv(65536)
+        if not chunk:
+            break
+        resp += chunk
+    sock.close()
+    is_(resp.count(b"HTTP/1.1 200 OK"), 2, "two pipelined requests, two answers in order")
+
     # chunked body with Expect: 100-continue, and keep-alive
     body = urlencode(PI_OK).encode()
     sock = socket.create_connection(("127.0.0.1", s.port), timeout=5)
