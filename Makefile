@@ -16,6 +16,7 @@ OBJS = \
 	src/refund.o \
 	src/payments.o \
 	src/vault.o \
+	src/keyring.o \
 	src/cardguard.o \
 	src/sealed.o \
 	src/save_method.o

@@ -105,9 +105,15 @@ SELECT "Id" AS new_payment FROM "Payments"
  WHERE "EventRegistrationId" = '30000000-0000-0000-0000-000000000040' \gset
 SELECT "AmountValue", "Currency", "SlidingScalePercentage", payment.status_name("Status"), "Metadata"
   FROM "Payments" WHERE "Id" = :'new_payment';
-EXECUTE complete_payment(:'new_payment', 'sealed-intent-id', 'sealed-customer-id', '{"card_brand": "Visa"}');
+EXECUTE complete_payment(:'new_payment',
+                         payment.encrypt('pi_3MtwBwLkdIwHu7ix28a3tqPa', 'Payments.EncryptedStripePaymentIntentId:' || :'new_payment'),
+                         payment.encrypt('cus_NffrFeUfNV2Hib', 'Payments.EncryptedStripeCustomerId:' || :'new_payment'),
+                         '{"card_brand": "Visa"}');
 -- a second completion finds nothing pending
-EXECUTE complete_payment(:'new_payment', 'sealed-intent-id', 'sealed-customer-id', '{"card_brand": "Visa"}');
+EXECUTE complete_payment(:'new_payment',
+                         payment.encrypt('pi_3MtwBwLkdIwHu7ix28a3tqPa', 'Payments.EncryptedStripePaymentIntentId:' || :'new_payment'),
+                         payment.encrypt('cus_NffrFeUfNV2Hib', 'Payments.EncryptedStripeCustomerId:' || :'new_payment'),
+                         '{"card_brand": "Visa"}');
 COMMIT;
 SELECT payment.status_name("Status"), "ProcessedAt" IS NOT NULL AS processed, "Metadata"
   FROM "Payments" WHERE "Id" = :'new_payment';

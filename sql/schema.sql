@@ -80,24 +80,25 @@ INSERT INTO "PaymentAuditLog" ("PaymentId", "ActionType", "ActionDescription")
 	VALUES ('40000000-0000-0000-0000-000000000001', 'PaymentDeleted', 'not an action type');
 
 -- PaymentMethods: brand, last four, month, and the expiry rule on new rows
-SELECT try($q$INSERT INTO "PaymentMethods" ("UserId", "EncryptedStripePaymentMethodId", "LastFourDigits", "CardBrand", "ExpiryMonth", "ExpiryYear")
-	VALUES ('10000000-0000-0000-0000-000000000001', 'x', '4242', 'Maestro', 12, 2099)$q$);  -- brand
-SELECT try($q$INSERT INTO "PaymentMethods" ("UserId", "EncryptedStripePaymentMethodId", "LastFourDigits", "CardBrand", "ExpiryMonth", "ExpiryYear")
-	VALUES ('10000000-0000-0000-0000-000000000001', 'x', '42a2', 'Visa', 12, 2099)$q$);  -- last four
-SELECT try($q$INSERT INTO "PaymentMethods" ("UserId", "EncryptedStripePaymentMethodId", "LastFourDigits", "CardBrand", "ExpiryMonth", "ExpiryYear")
-	VALUES ('10000000-0000-0000-0000-000000000001', 'x', '4242', 'Visa', 13, 2099)$q$);  -- month
-SELECT try($q$INSERT INTO "PaymentMethods" ("UserId", "EncryptedStripePaymentMethodId", "LastFourDigits", "CardBrand", "ExpiryMonth", "ExpiryYear")
-	VALUES ('10000000-0000-0000-0000-000000000001', 'x', '4242', 'Visa', 1, 2020)$q$);  -- expired
-SELECT split_part(try($q$INSERT INTO "PaymentMethods" ("UserId", "EncryptedStripePaymentMethodId", "LastFourDigits", "CardBrand", "ExpiryMonth", "ExpiryYear")
-	VALUES ('10000000-0000-0000-0000-000000000001', 'x', '4242', 'Visa',
+SELECT try($q$INSERT INTO "PaymentMethods" ("Id", "UserId", "EncryptedStripePaymentMethodId", "LastFourDigits", "CardBrand", "ExpiryMonth", "ExpiryYear")
+	VALUES ('50000000-0000-0000-0000-000000000011', '10000000-0000-0000-0000-000000000001', payment.encrypt('pm_card_visa', 'PaymentMethods.EncryptedStripePaymentMethodId:50000000-0000-0000-0000-000000000011'), '4242', 'Maestro', 12, 2099)$q$);  -- brand
+SELECT try($q$INSERT INTO "PaymentMethods" ("Id", "UserId", "EncryptedStripePaymentMethodId", "LastFourDigits", "CardBrand", "ExpiryMonth", "ExpiryYear")
+	VALUES ('50000000-0000-0000-0000-000000000012', '10000000-0000-0000-0000-000000000001', payment.encrypt('pm_card_visa', 'PaymentMethods.EncryptedStripePaymentMethodId:50000000-0000-0000-0000-000000000012'), '42a2', 'Visa', 12, 2099)$q$);  -- last four
+SELECT try($q$INSERT INTO "PaymentMethods" ("Id", "UserId", "EncryptedStripePaymentMethodId", "LastFourDigits", "CardBrand", "ExpiryMonth", "ExpiryYear")
+	VALUES ('50000000-0000-0000-0000-000000000013', '10000000-0000-0000-0000-000000000001', payment.encrypt('pm_card_visa', 'PaymentMethods.EncryptedStripePaymentMethodId:50000000-0000-0000-0000-000000000013'), '4242', 'Visa', 13, 2099)$q$);  -- month
+SELECT try($q$INSERT INTO "PaymentMethods" ("Id", "UserId", "EncryptedStripePaymentMethodId", "LastFourDigits", "CardBrand", "ExpiryMonth", "ExpiryYear")
+	VALUES ('50000000-0000-0000-0000-000000000014', '10000000-0000-0000-0000-000000000001', payment.encrypt('pm_card_visa', 'PaymentMethods.EncryptedStripePaymentMethodId:50000000-0000-0000-0000-000000000014'), '4242', 'Visa', 1, 2020)$q$);  -- expired
+SELECT split_part(try($q$INSERT INTO "PaymentMethods" ("Id", "UserId", "EncryptedStripePaymentMethodId", "LastFourDigits", "CardBrand", "ExpiryMonth", "ExpiryYear")
+	VALUES ('50000000-0000-0000-0000-000000000015', '10000000-0000-0000-0000-000000000001', payment.encrypt('pm_card_visa', 'PaymentMethods.EncryptedStripePaymentMethodId:50000000-0000-0000-0000-000000000015'), '4242', 'Visa',
 	        extract(month FROM now() - interval '1 month')::int, extract(year FROM now() - interval '1 month')::int)$q$), ':', 1) AS sqlstate;  -- expired last month (message has the date)
 -- the current month is still valid
 INSERT INTO "PaymentMethods" ("Id", "UserId", "EncryptedStripePaymentMethodId", "LastFourDigits", "CardBrand", "ExpiryMonth", "ExpiryYear", "IsDefault")
-	VALUES ('50000000-0000-0000-0000-000000000001', '10000000-0000-0000-0000-000000000001', 'x', '4242', 'Visa',
+	VALUES ('50000000-0000-0000-0000-000000000001', '10000000-0000-0000-0000-000000000001',
+	        payment.encrypt('pm_card_visa', 'PaymentMethods.EncryptedStripePaymentMethodId:50000000-0000-0000-0000-000000000001'), '4242', 'Visa',
 	        extract(month FROM now())::int, extract(year FROM now())::int, true);
 -- one default per user
-SELECT try($q$INSERT INTO "PaymentMethods" ("UserId", "EncryptedStripePaymentMethodId", "LastFourDigits", "CardBrand", "ExpiryMonth", "ExpiryYear", "IsDefault")
-	VALUES ('10000000-0000-0000-0000-000000000001', 'y', '4444', 'MasterCard', 1, 2099, true)$q$);  -- second default
+SELECT try($q$INSERT INTO "PaymentMethods" ("Id", "UserId", "EncryptedStripePaymentMethodId", "LastFourDigits", "CardBrand", "ExpiryMonth", "ExpiryYear", "IsDefault")
+	VALUES ('50000000-0000-0000-0000-000000000016', '10000000-0000-0000-0000-000000000001', payment.encrypt('pm_card_mastercard', 'PaymentMethods.EncryptedStripePaymentMethodId:50000000-0000-0000-0000-000000000016'), '4444', 'MasterCard', 1, 2099, true)$q$);  -- second default
 -- a stored row that has since expired (as after a restore) stays, and may be
 -- updated in other columns; moving its expiry into the past is refused
 ALTER TABLE "PaymentMethods" DISABLE TRIGGER "TR_PaymentMethods_Expiry";
@@ -109,8 +110,8 @@ SELECT "ExpiryYear", "IsActive" FROM "PaymentMethods" ORDER BY "Id";
 
 -- the expiry trigger is ALWAYS: replica mode does not switch it off
 SET session_replication_role = replica;
-SELECT try($q$INSERT INTO "PaymentMethods" ("UserId", "EncryptedStripePaymentMethodId", "LastFourDigits", "CardBrand", "ExpiryMonth", "ExpiryYear")
-	VALUES ('10000000-0000-0000-0000-000000000001', 'x', '4242', 'Visa', 1, 2020)$q$);  -- expired, in replica mode
+SELECT try($q$INSERT INTO "PaymentMethods" ("Id", "UserId", "EncryptedStripePaymentMethodId", "LastFourDigits", "CardBrand", "ExpiryMonth", "ExpiryYear")
+	VALUES ('50000000-0000-0000-0000-000000000017', '10000000-0000-0000-0000-000000000001', payment.encrypt('pm_card_visa', 'PaymentMethods.EncryptedStripePaymentMethodId:50000000-0000-0000-0000-000000000017'), '4242', 'Visa', 1, 2020)$q$);  -- expired, in replica mode
 RESET session_replication_role;
 
 -- clean up for the next test (superuser; payments are otherwise never deleted)

@@ -374,7 +374,7 @@ rotate_table(const char *schema, const char *table, const char *newest,
 	i = 0;
 	foreach(lc, cols)
 	{
-		appendStringInfo(&upd, "%s%s = pg_catalog.coalesce($%d, %s)", i ? ", " : "",
+		appendStringInfo(&upd, "%s%s = COALESCE($%d, %s)", i ? ", " : "",
 						 quote_identifier(lfirst(lc)), i + 2, quote_identifier(lfirst(lc)));
 		upd_types[i + 1] = TEXTOID;
 		i++;
