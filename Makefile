@@ -19,7 +19,10 @@ OBJS = \
 	src/keyring.o \
 	src/cardguard.o \
 	src/sealed.o \
-	src/save_method.o
+	src/save_method.o \
+	src/http.o \
+	src/outbox_worker.o \
+	src/outbox_outcome.o
 
 # Install script parts, in this order.
 SQL_PARTS = \
@@ -29,7 +32,8 @@ SQL_PARTS = \
 	src/sql/15_outbox.sql \
 	src/sql/20_functions.sql \
 	src/sql/30_triggers.sql \
-	src/sql/40_vault.sql
+	src/sql/40_vault.sql \
+	src/sql/50_worker.sql
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 
