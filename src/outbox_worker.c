@@ -707,6 +707,7 @@ outbox_build(ClaimedRow *r, OutboxItem *item)
 	int			baselen = strlen(base);
 	char	   *path;
 	bool		first = true;
+	bool		has_target = false;
 
 	while (baselen > 0 && base[baselen - 1] == '/')
 		baselen--;
@@ -764,6 +765,8 @@ outbox_build(ClaimedRow *r, OutboxItem *item)
 			pi_id = opened ? opened : value;
 			continue;
 		}
+		if (strcmp(key, "payment_intent") == 0 || strcmp(key, "charge") == 0)
+			has_target = true;
 		if (!first)
 			appendStringInfoChar(&body, '&');
 		first = false;
@@ -775,6 +778,22 @@ outbox_build(ClaimedRow *r, OutboxItem *item)
 			explicit_bzero(opened, strlen(opened));
 			pfree(opened);
 		}
+	}
+	/*
+	 * A refund whose request names no PaymentIntent (rows queued before
+	 * payment.refund added a sealed one) refunds the payment's own.
+	 */
+	if (item->kind == OUTBOX_REFUND_CREATE && !has_target)
+	{
+		char	   *opened = payment_intent_open(&r->payment_id, pid);
+
+		if (!first)
+			appendStringInfoChar(&body, '&');
+		form_append(&body, "payment_intent", true);
+		appendStringInfoChar(&body, '=');
+		form_append(&body, opened, false);
+		explicit_bzero(opened, strlen(opened));
+		pfree(opened);
 	}
 	item->http.body = body.data;
 	item->http.body_len = body.len;
