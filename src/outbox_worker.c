@@ -1250,6 +1250,15 @@ pe_outbox_worker_main(Datum main_arg)
 	BackgroundWorkerInitializeConnection(pe_database, NULL, 0);
 	pgstat_report_appname("payment_ext outbox worker");
 
+	/*
+	 * The worker's commits are always synchronous: when a claim commits, the
+	 * WAL of every row it claimed (and of the transactions that inserted
+	 * them) is on disk before any request goes out, so a crash can never
+	 * forget a payment that Stripe was asked to charge, whatever
+	 * synchronous_commit the application uses.
+	 */
+	SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
+
 	before_shmem_exit(outbox_at_exit, (Datum) 0);
 	if (worker_shared != NULL)
 	{
