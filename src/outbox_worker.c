@@ -136,6 +136,7 @@ static Oid	worker_role_oid = InvalidOid;
 static double tokens = 1.0;
 static TimestampTz tokens_at = 0;
 static int	last_problem = 0;	/* the not-ready reason last warned about */
+static char connected_db[NAMEDATALEN];	/* the database connected to */
 static Oid	saved_userid;
 static int	saved_sec_context;
 
@@ -332,15 +333,14 @@ pe_worker_state(PG_FUNCTION_ARGS)
 		memcpy(&s, worker_shared, sizeof(s));
 		SpinLockRelease(&worker_shared->mutex);
 	}
-	else
-		strlcpy(s.state, "not running: payment_ext is not in shared_preload_libraries",
-				sizeof(s.state));
 	running = (worker_shared != NULL && s.pid != 0);
 
 	values[0] = BoolGetDatum(running);
 	values[1] = Int32GetDatum((int32) s.pid);
 	nulls[1] = !running;
-	values[2] = CStringGetTextDatum(running || worker_shared == NULL ? s.state : "not running");
+	values[2] = CStringGetTextDatum(worker_shared == NULL ?
+									"not running: payment_ext is not in shared_preload_libraries" :
+									running ? s.state : "not running");
 	values[3] = TimestampTzGetDatum(s.started_at);
 	nulls[3] = (s.started_at == 0);
 	values[4] = TimestampTzGetDatum(s.last_wake);
@@ -1249,6 +1249,7 @@ pe_outbox_worker_main(Datum main_arg)
 
 	BackgroundWorkerInitializeConnection(pe_database, NULL, 0);
 	pgstat_report_appname("payment_ext outbox worker");
+	strlcpy(connected_db, pe_database, sizeof(connected_db));
 
 	/*
 	 * The worker's commits are always synchronous: when a claim commits, the
@@ -1324,6 +1325,13 @@ pe_outbox_worker_main(Datum main_arg)
 		{
 			ConfigReloadPending = false;
 			ProcessConfigFile(PGC_SIGHUP);
+			if (strcmp(pe_database, connected_db) != 0)
+			{
+				ereport(LOG,
+						(errmsg("payment_ext outbox worker: payment_ext.database changed to \"%s\", restarting",
+								pe_database)));
+				proc_exit(1);	/* restarted after bgw_restart_time */
+			}
 			outbox_load_api_key();
 			ready = false;
 		}

@@ -312,12 +312,18 @@ _PG_init(void)
 							   NULL,
 							   NULL);
 
+	/*
+	 * Reloadable, not PGC_POSTMASTER: a PGC_POSTMASTER parameter may only be
+	 * defined while preloading, and this one must also exist in sessions of
+	 * servers that do not preload payment_ext.  The worker restarts itself
+	 * to follow a change.
+	 */
 	DefineCustomStringVariable("payment_ext.database",
 							   gettext_noop("Database whose payment.outbox the outbox worker drains."),
-							   NULL,
+							   gettext_noop("On a change the worker restarts and connects to the new database."),
 							   &pe_database,
 							   "postgres",
-							   PGC_POSTMASTER,
+							   PGC_SIGHUP,
 							   0,
 							   NULL,
 							   NULL,

@@ -64,7 +64,7 @@ w_cluster() {
 	local name=$1
 	shift
 	W_NAMES+=("$name")
-	rm -rf "${PE_WORK:?}/$name"
+	rm -rf "${PE_WORK:?}/$name" "$PE_WORK/$name.log"
 	pe_cluster_start "$name" \
 		"payment_ext.stripe_api_base = '$W_URL'" \
 		"payment_ext.max_requests_per_second = 100000" \
