@@ -1369,6 +1369,14 @@ pe_outbox_worker_main(Datum main_arg)
 		now = GetCurrentTimestamp();
 		tokens_refill(now);
 		slots = pe_max_in_flight - pe_http_in_flight(http);
+
+		/*
+		 * Under load, claim in batches of an eighth of max_in_flight rather
+		 * than a transaction per freed slot; when nothing is in flight, claim
+		 * at once (the commit-to-request latency at idle).
+		 */
+		if (pe_http_in_flight(http) > 0 && slots < Max(1, pe_max_in_flight / 8))
+			slots = 0;
 		if (slots > 0 && (poll_now || (next_due_at != 0 && now >= next_due_at)))
 		{
 			int			want = Min(slots, (int) floor(tokens));

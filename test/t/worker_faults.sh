@@ -13,7 +13,7 @@ set -uo pipefail
 source "$PE_WORK/repo/test/worker_lib.sh"
 trap w_cleanup EXIT
 
-echo "1..38"
+echo "1..40"
 
 C=w_faults
 w_standin_start $C
