@@ -24,7 +24,10 @@ OBJS = \
 	src/keyring.o \
 	src/cardguard.o \
 	src/sealed.o \
-	src/save_method.o
+	src/save_method.o \
+	src/http.o \
+	src/outbox_worker.o \
+	src/outbox_outcome.o
 
 # Install script parts, in this order.
 SQL_PARTS = \
@@ -36,6 +39,7 @@ SQL_PARTS = \
 	src/sql/30_triggers.sql \
 	src/sql/35_audit.sql \
 	src/sql/40_vault.sql \
+	src/sql/50_worker.sql \
 	src/sql/70_security.sql
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql

@@ -52,6 +52,15 @@ char	   *pe_keyring_passphrase_command = NULL;
 char	   *pe_stripe_api_key_file = NULL;
 char	   *pe_webhook_secret_file = NULL;
 
+int			pe_max_in_flight = 64;
+int			pe_max_attempts = 8;
+int			pe_max_requests_per_second = 0;
+int			pe_request_timeout_ms = 30000;
+int			pe_connect_timeout_ms = 5000;
+int			pe_retry_base_ms = 500;
+int			pe_retry_max_ms = 60000;
+char	   *pe_worker_role = NULL;
+
 bool		pe_suppress_row_audit = false;
 
 void		_PG_init(void);
@@ -216,18 +225,25 @@ pe_check_arg_not_null(FunctionCallInfo fcinfo, int argno, const char *name)
 				 errmsg("%s must not be null", name)));
 }
 
-/* Transaction end: transaction-local flags go back to their defaults. */
+/*
+ * Transaction end: transaction-local flags go back to their defaults, and a
+ * committed transaction that added outbox rows wakes the outbox worker.
+ */
 static void
 pe_xact_callback(XactEvent event, void *arg)
 {
 	switch (event)
 	{
 		case XACT_EVENT_COMMIT:
+			pe_suppress_row_audit = false;
+			pe_outbox_at_xact_end(true);
+			break;
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			pe_suppress_row_audit = false;
+			pe_outbox_at_xact_end(false);
 			break;
 		default:
 			break;
@@ -252,12 +268,18 @@ _PG_init(void)
 							   NULL,
 							   NULL);
 
+	/*
+	 * Reloadable, not PGC_POSTMASTER: a PGC_POSTMASTER parameter may only be
+	 * defined while preloading, and this one must also exist in sessions of
+	 * servers that do not preload payment_ext.  The worker restarts itself
+	 * to follow a change.
+	 */
 	DefineCustomStringVariable("payment_ext.database",
 							   gettext_noop("Database whose payment.outbox the outbox worker drains."),
-							   NULL,
+							   gettext_noop("On a change the worker restarts and connects to the new database."),
 							   &pe_database,
 							   "postgres",
-							   PGC_POSTMASTER,
+							   PGC_SIGHUP,
 							   0,
 							   NULL,
 							   NULL,
@@ -311,7 +333,116 @@ _PG_init(void)
 							   NULL,
 							   NULL);
 
+	/*
+	 * Outbox worker.  All reloadable: the worker reads them at each turn of
+	 * its loop.  Ranges: README, "Outbox worker".
+	 */
+	DefineCustomIntVariable("payment_ext.max_in_flight",
+							gettext_noop("Most Stripe requests the outbox worker keeps in flight at once."),
+							NULL,
+							&pe_max_in_flight,
+							64,
+							1,
+							1000,
+							PGC_SIGHUP,
+							0,
+							NULL,
+							NULL,
+							NULL);
+
+	DefineCustomIntVariable("payment_ext.max_attempts",
+							gettext_noop("Attempts at one outbox request before it is dead."),
+							gettext_noop("Transient failures (network errors, timeouts, 5xx, 409, 429) are retried with the same idempotency key."),
+							&pe_max_attempts,
+							8,
+							1,
+							100,
+							PGC_SIGHUP,
+							0,
+							NULL,
+							NULL,
+							NULL);
+
+	DefineCustomIntVariable("payment_ext.max_requests_per_second",
+							gettext_noop("Client-side rate limit of the outbox worker, in requests per second."),
+							gettext_noop("0 picks it from the API key: 20 for sk_test_ keys (Stripe allows 25 in test mode), 80 for live keys (Stripe allows 100)."),
+							&pe_max_requests_per_second,
+							0,
+							0,
+							100000,
+							PGC_SIGHUP,
+							0,
+							NULL,
+							NULL,
+							NULL);
+
+	DefineCustomIntVariable("payment_ext.request_timeout_ms",
+							gettext_noop("Time limit of one Stripe request, connection included."),
+							NULL,
+							&pe_request_timeout_ms,
+							30000,
+							100,
+							600000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL,
+							NULL,
+							NULL);
+
+	DefineCustomIntVariable("payment_ext.connect_timeout_ms",
+							gettext_noop("Time limit of connecting to Stripe."),
+							NULL,
+							&pe_connect_timeout_ms,
+							5000,
+							100,
+							60000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL,
+							NULL,
+							NULL);
+
+	DefineCustomIntVariable("payment_ext.retry_base_ms",
+							gettext_noop("Backoff of the first retry of an outbox request; it doubles with each attempt."),
+							gettext_noop("The delay is drawn uniformly below min(retry_max_ms, retry_base_ms * 2^(attempts-1)) (full jitter); Retry-After is a floor."),
+							&pe_retry_base_ms,
+							500,
+							1,
+							3600000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL,
+							NULL,
+							NULL);
+
+	DefineCustomIntVariable("payment_ext.retry_max_ms",
+							gettext_noop("Longest backoff between two attempts of an outbox request."),
+							NULL,
+							&pe_retry_max_ms,
+							60000,
+							1,
+							86400000,
+							PGC_SIGHUP,
+							GUC_UNIT_MS,
+							NULL,
+							NULL,
+							NULL);
+
+	DefineCustomStringVariable("payment_ext.worker_role",
+							   gettext_noop("Role whose privileges the outbox worker's SQL runs with."),
+							   gettext_noop("The worker connects as the bootstrap superuser and switches to this role for every transaction."),
+							   &pe_worker_role,
+							   "payment_worker",
+							   PGC_SIGHUP,
+							   0,
+							   NULL,
+							   NULL,
+							   NULL);
+
 	MarkGUCPrefixReserved("payment_ext");
 
 	RegisterXactCallback(pe_xact_callback, NULL);
+
+	/* shared memory and the worker: only under shared_preload_libraries */
+	pe_outbox_init();
 }

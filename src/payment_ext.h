@@ -32,6 +32,16 @@
 extern char *pe_stripe_api_base;
 extern char *pe_database;
 
+/* outbox worker (outbox_worker.c, outbox_outcome.c) */
+extern int	pe_max_in_flight;
+extern int	pe_max_attempts;
+extern int	pe_max_requests_per_second;
+extern int	pe_request_timeout_ms;
+extern int	pe_connect_timeout_ms;
+extern int	pe_retry_base_ms;
+extern int	pe_retry_max_ms;
+extern char *pe_worker_role;
+
 /* token vault (vault.c): file paths and a command, never secrets */
 extern char *pe_keyring_file;
 extern char *pe_keyring_passphrase_command;
@@ -93,6 +103,10 @@ extern int	pe_paid_rank(int status);
 extern void pe_check_refund_reason(const char *reason);
 extern int	pe_status_for_refunds(Numeric amount, Datum completed, bool completed_null);
 extern void pe_check_metadata_object(Datum metadata, const char *what);
+
+/* outbox_worker.c */
+extern void pe_outbox_init(void);
+extern void pe_outbox_at_xact_end(bool committed);
 
 extern const char *pe_payment_status_name(int status);
 extern const char *pe_refund_status_name(int status);

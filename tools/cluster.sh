@@ -4,7 +4,9 @@
 # folder only (listen_addresses = ''), preloads payment_ext and points
 # payment_ext.stripe_api_base at the Stripe stand-in on 127.0.0.1, and has
 # a keyring of its own, $PE_WORK/NAME.keyring (mode 0600, outside the data
-# directory: one key "k1"), named by payment_ext.keyring_file.
+# directory: one key "k1"), named by payment_ext.keyring_file, and a Stripe
+# test-mode API key of its own, $PE_WORK/NAME.stripe_key (mode 0600), named
+# by payment_ext.stripe_api_key_file.
 #
 # After pe_stage_install, pe_cluster_start NAME and pe_standin_start these
 # are exported for test programs:
@@ -85,11 +87,21 @@ pe_keyring_create() {
 	chmod 600 "$file"
 }
 
+# pe_stripe_key_create FILE: a Stripe test-mode secret key file (mode 0600)
+pe_stripe_key_create() {
+	(
+		umask 077
+		printf 'sk_test_%s\n' "$(od -An -tx1 -N12 /dev/urandom | tr -d ' \n')" >"$1"
+	)
+	chmod 600 "$1"
+}
+
 # pe_cluster_conf NAME: the postgresql.conf lines every cluster gets
 pe_cluster_conf() {
 	cat <<EOF
 listen_addresses = ''
 payment_ext.keyring_file = '$PE_WORK/$1.keyring'
+payment_ext.stripe_api_key_file = '$PE_WORK/$1.stripe_key'
 unix_socket_directories = '$PE_WORK/$1.sock'
 shared_preload_libraries = 'payment_ext'
 payment_ext.stripe_api_base = '${PE_STANDIN_URL:-http://127.0.0.1:9}'
@@ -122,6 +134,7 @@ pe_cluster_start() {
 		for line in "$@"; do echo "$line"; done
 	} >>"$data/postgresql.conf"
 	[ -f "$PE_WORK/$name.keyring" ] || pe_keyring_create "$PE_WORK/$name.keyring"
+	[ -f "$PE_WORK/$name.stripe_key" ] || pe_stripe_key_create "$PE_WORK/$name.stripe_key"
 	PE_CLUSTERS+=("$name")
 	"$PE_BIN/pg_ctl" -D "$data" -l "$PE_WORK/$name.log" -w -t 60 start >/dev/null || {
 		cat "$PE_WORK/$name.log" >&2

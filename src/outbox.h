@@ -1,0 +1,71 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbox.h
+ *		What the outbox worker (outbox_worker.c) and the recording of its
+ *		outcomes (outbox_outcome.c) share.
+ *
+ * An OutboxItem is one claimed payment.outbox row on its way to Stripe and
+ * back.  It lives in its own memory context, a child of the worker's
+ * in-flight context, from the claim until its outcome is recorded (or the
+ * worker abandons it after an error); the request body and URL in it may
+ * hold opened Stripe ids and are wiped before the context goes.
+ *
+ * IDENTIFICATION
+ *		src/outbox.h
+ *
+ *-------------------------------------------------------------------------
+ */
+#ifndef PE_OUTBOX_H
+#define PE_OUTBOX_H
+
+#include "lib/ilist.h"
+#include "utils/uuid.h"
+
+#include "http.h"
+
+/* The fixed Stripe API version of every request (README, "Outbox worker") */
+#define PE_STRIPE_VERSION		"2023-08-16"
+
+/* What an outbox row asks Stripe for (payment.outbox.kind) */
+typedef enum OutboxKind
+{
+	OUTBOX_PI_CREATE,			/* payment_intent.create: POST /v1/payment_intents */
+	OUTBOX_REFUND_CREATE,		/* refund.create: POST /v1/refunds */
+	OUTBOX_PI_RETRIEVE,			/* payment_intent.retrieve: GET /v1/payment_intents/{id} */
+	OUTBOX_PI_CANCEL			/* payment_intent.cancel: POST .../{id}/cancel */
+} OutboxKind;
+
+typedef struct OutboxItem
+{
+	PeHttpRequest http;			/* the request and, when done, its answer */
+	MemoryContext cxt;			/* holds this item and all it points to */
+	dlist_node	node;			/* in the worker's done list when finished */
+	dlist_node	all_node;		/* in the worker's list of every live item */
+	size_t		body_cap;		/* bytes of http.body to wipe */
+	int64		id;				/* payment.outbox.id */
+	OutboxKind	kind;
+	pg_uuid_t	payment_id;
+	pg_uuid_t	refund_id;
+	bool		has_refund;
+	char	   *idempotency_key;
+	int			attempts;		/* including this one */
+} OutboxItem;
+
+/* What one round of recording did, for the shared status */
+typedef struct OutboxTally
+{
+	int			successes;		/* Stripe answered with an object */
+	int			failures;		/* final errors: declines and other 4xx */
+	int			retries;		/* transient: scheduled again */
+	int			dead;			/* gave up */
+	char		last_error[256];	/* the last error recorded, no secrets */
+} OutboxTally;
+
+/* outbox_outcome.c */
+extern void pe_outbox_record_one(OutboxItem *item, OutboxTally *tally);
+extern void pe_outbox_mark(int64 id, const char *state, double delay_ms,
+						   int http_status, const char *last_error);
+extern char *pe_outbox_scrub(const char *text, int maxlen);
+extern const char *pe_outbox_kind_name(OutboxKind kind);
+
+#endif							/* PE_OUTBOX_H */

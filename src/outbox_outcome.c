@@ -1,0 +1,715 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbox_outcome.c
+ *		The outbox worker's third phase: classify the answer to one outbox
+ *		request and record it in the payment tables and the outbox row.
+ *
+ * Classification (README, "Outbox worker", failure mapping):
+ *	- an object (2xx, valid JSON): success, mapped by the object's status;
+ *	- no answer (network error, timeout, dropped connection), a 2xx with
+ *	  broken JSON, 5xx, 409, 429, or Stripe-Should-Retry: true: transient,
+ *	  retried with the same Idempotency-Key after an exponential backoff
+ *	  with full jitter (Retry-After as a floor), dead after
+ *	  payment_ext.max_attempts;
+ *	- a transient status with Stripe-Should-Retry: false: dead (the outcome
+ *	  is unknown: never a Failed payment);
+ *	- 400 idempotency_error, 401, 403: dead at once, with a LOG line;
+ *	- any other 4xx (402 card_error above all): final.
+ *
+ * Invariants:
+ *	- pe_outbox_record_one runs inside a transaction and an SPI connection
+ *	  of the caller, as the worker role, in an internal subtransaction of
+ *	  its own: everything it writes for one outcome (payment, refund,
+ *	  failure, intent, outbox row) commits or rolls back together.
+ *	- Stripe ids and client secrets are stored only sealed, under the
+ *	  context the sealed-column trigger checks; nothing here logs or stores
+ *	  an opened id, and Stripe's messages are scrubbed of ids.
+ *
+ * IDENTIFICATION
+ *		src/outbox_outcome.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "catalog/pg_type.h"
+#include "common/jsonapi.h"
+#include "common/pg_prng.h"
+#include "executor/spi.h"
+#include "mb/pg_wchar.h"
+#include "utils/builtins.h"
+#include "utils/json.h"
+#include "utils/jsonb.h"
+#include "utils/uuid.h"
+
+#include "outbox.h"
+#include "payment_ext.h"
+#include "vault.h"
+
+/* Longest "FailureCode" ("PaymentFailures"."FailureCode" is varchar(50)) */
+#define OUTCOME_CODE_MAX		50
+/* Longest stored message or last_error */
+#define OUTCOME_MESSAGE_MAX		500
+
+typedef enum OutcomeClass
+{
+	OUTCOME_SUCCESS,			/* an object came back */
+	OUTCOME_FINAL,				/* Stripe refused for good */
+	OUTCOME_RETRY,				/* transient: try again with the same key */
+	OUTCOME_DEAD				/* give up; a human (or the settler) looks */
+} OutcomeClass;
+
+typedef struct Outcome
+{
+	OutcomeClass cls;
+	int			http_status;	/* 0 without an answer */
+	Jsonb	   *object;			/* the answer's JSON object, or NULL */
+	char	   *err_type;		/* Stripe's error object, when there is one */
+	char	   *err_code;
+	char	   *err_decline;
+	char	   *err_param;
+	char	   *err_message;	/* scrubbed */
+	char	   *last_error;		/* for the outbox row and the status; no secrets */
+} Outcome;
+
+/* ---------------------------------------------------------------------------
+ * SPI plans (@S@: the schema of the spec's tables)
+ * ---------------------------------------------------------------------------
+ */
+static PePlan outbox_mark_plan = {
+	"UPDATE payment.outbox SET state = $2,"
+	" next_attempt_at = CASE WHEN $2 = 'pending'"
+	"   THEN pg_catalog.clock_timestamp() + $3 * interval '1 millisecond' ELSE next_attempt_at END,"
+	" completed_at = CASE WHEN $2 = 'pending' THEN NULL ELSE pg_catalog.now() END,"
+	" last_http_status = $4, last_error = $5, updated_at = pg_catalog.now()"
+	" WHERE id = $1",
+	5, {INT8OID, TEXTOID, FLOAT8OID, INT4OID, TEXTOID}, NULL, 0
+};
+static PePlan payment_complete_plan = {
+	"UPDATE @S@.\"Payments\" SET \"Status\" = 1, \"EncryptedStripePaymentIntentId\" = $2"
+	" WHERE \"Id\" = $1 AND \"Status\" = 0",
+	2, {UUIDOID, TEXTOID}, NULL, 0
+};
+static PePlan payment_intent_plan = {
+	"UPDATE @S@.\"Payments\" SET \"EncryptedStripePaymentIntentId\" = $2"
+	" WHERE \"Id\" = $1 AND \"Status\" = 0",
+	2, {UUIDOID, TEXTOID}, NULL, 0
+};
+static PePlan payment_fail_plan = {
+	"UPDATE @S@.\"Payments\" SET \"Status\" = 2 WHERE \"Id\" = $1 AND \"Status\" = 0",
+	1, {UUIDOID}, NULL, 0
+};
+static PePlan failure_insert_plan = {
+	"INSERT INTO @S@.\"PaymentFailures\" (\"Id\", \"PaymentId\", \"FailureCode\","
+	" \"FailureMessage\", \"EncryptedStripeErrorDetails\", \"RetryCount\")"
+	" VALUES ($1, $2, $3, $4, $5, $6)",
+	6, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, INT4OID}, NULL, 0
+};
+static PePlan intent_upsert_plan = {
+	"INSERT INTO payment.intents AS i (payment_id, client_secret, stripe_status, next_action)"
+	" VALUES ($1, $2, $3, $4)"
+	" ON CONFLICT (payment_id) DO UPDATE SET"
+	" client_secret = COALESCE(EXCLUDED.client_secret, i.client_secret),"
+	" stripe_status = EXCLUDED.stripe_status, next_action = EXCLUDED.next_action,"
+	" updated_at = pg_catalog.now()",
+	4, {UUIDOID, TEXTOID, TEXTOID, JSONBOID}, NULL, 0
+};
+static PePlan refund_set_plan = {
+	"UPDATE @S@.\"PaymentRefunds\" SET \"RefundStatus\" = $2, \"EncryptedStripeRefundId\" = $3"
+	" WHERE \"Id\" = $1 AND \"RefundStatus\" = 0",
+	3, {UUIDOID, INT4OID, TEXTOID}, NULL, 0
+};
+
+/* ---------------------------------------------------------------------------
+ * Small helpers
+ * ---------------------------------------------------------------------------
+ */
+
+/* payment.outbox.kind of kind. */
+const char *
+pe_outbox_kind_name(OutboxKind kind)
+{
+	switch (kind)
+	{
+		case OUTBOX_PI_CREATE:
+			return "payment_intent.create";
+		case OUTBOX_REFUND_CREATE:
+			return "refund.create";
+		case OUTBOX_PI_RETRIEVE:
+			return "payment_intent.retrieve";
+		case OUTBOX_PI_CANCEL:
+			return "payment_intent.cancel";
+	}
+	return "?";
+}
+
+/* Is c part of a Stripe-style identifier? */
+static bool
+scrub_id_char(char c)
+{
+	return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+		(c >= '0' && c <= '9') || c == '_';
+}
+
+/*
+ * Prefixes of Stripe object ids and keys.  "card_" is also the start of
+ * error codes (card_declined, card_error): an id has an upper-case letter
+ * or a digit after it, a code never has.
+ */
+static const char *const scrub_prefixes[] = {
+	"pm_", "pi_", "ch_", "re_", "cus_", "src_", "seti_", "sk_", "rk_", "pk_",
+	"whsec_", "tok_", "ba_", "py_", "acct_", "evt_", "txn_", "card_", NULL
+};
+
+/* Length of the Stripe id or key at p (at a word start), or 0. */
+static int
+scrub_id_length(const char *p)
+{
+	int			i;
+
+	for (i = 0; scrub_prefixes[i] != NULL; i++)
+	{
+		size_t		n = strlen(scrub_prefixes[i]);
+		const char *e = p + n;
+		bool		random_looking = false;
+
+		if (strncmp(p, scrub_prefixes[i], n) != 0)
+			continue;
+		while (scrub_id_char(*e))
+		{
+			if ((*e >= 'A' && *e <= 'Z') || (*e >= '0' && *e <= '9'))
+				random_looking = true;
+			e++;
+		}
+		if (e - p < (int) n + 3)
+			continue;
+		if (strcmp(scrub_prefixes[i], "card_") == 0 && !random_looking)
+			continue;
+		return (int) (e - p);
+	}
+	return 0;
+}
+
+/*
+ * pe_outbox_scrub
+ *		A copy of text fit for a log line or a stored message: Stripe object
+ *		ids and keys (pm_..., pi_..._secret_..., sk_test_..., ...) become
+ *		"[redacted]", control characters become spaces, and at most maxlen
+ *		bytes are kept (cut at a character boundary).
+ */
+char *
+pe_outbox_scrub(const char *text, int maxlen)
+{
+	StringInfoData buf;
+	const char *p = text;
+
+	initStringInfo(&buf);
+	if (text == NULL)
+		return buf.data;
+	while (*p && buf.len < maxlen)
+	{
+		if (p == text || !scrub_id_char(p[-1]))
+		{
+			int			n = scrub_id_length(p);
+
+			if (n > 0)
+			{
+				appendStringInfoString(&buf, "[redacted]");
+				p += n;
+				continue;
+			}
+		}
+		if ((unsigned char) *p < 0x20 || *p == 0x7f)
+			appendStringInfoChar(&buf, ' ');
+		else
+		{
+			int			len = pg_mblen(p);
+
+			if (buf.len + len > maxlen)
+				break;
+			appendBinaryStringInfo(&buf, p, len);
+			p += len - 1;
+		}
+		p++;
+	}
+	return buf.data;
+}
+
+/* The text of key in object c (strings, numbers, booleans), or NULL. */
+static char *
+jb_text(JsonbContainer *c, const char *key)
+{
+	JsonbValue *v;
+
+	if (c == NULL)
+		return NULL;
+	v = getKeyJsonValueFromContainer(c, key, strlen(key), NULL);
+	if (v == NULL)
+		return NULL;
+	switch (v->type)
+	{
+		case jbvString:
+			return pnstrdup(v->val.string.val, v->val.string.len);
+		case jbvNumeric:
+			return DatumGetCString(DirectFunctionCall1(numeric_out,
+													   NumericGetDatum(v->val.numeric)));
+		case jbvBool:
+			return pstrdup(v->val.boolean ? "true" : "false");
+		default:
+			return NULL;
+	}
+}
+
+/* The object under key in object c, or NULL. */
+static JsonbContainer *
+jb_object(JsonbContainer *c, const char *key)
+{
+	JsonbValue *v;
+
+	if (c == NULL)
+		return NULL;
+	v = getKeyJsonValueFromContainer(c, key, strlen(key), NULL);
+	if (v == NULL || v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
+		return NULL;
+	return v->val.binary.data;
+}
+
+/* The response as a JSON object, or NULL when it is not one. */
+static Jsonb *
+outcome_parse(PeHttpRequest *req)
+{
+	JsonLexContext *lex;
+	Jsonb	   *jb;
+
+	if (req->response == NULL || req->response_len == 0 ||
+		memchr(req->response, '\0', req->response_len) != NULL ||
+		!pg_verifymbstr(req->response, req->response_len, true))
+		return NULL;
+	lex = makeJsonLexContextCstringLen(req->response, req->response_len,
+									   GetDatabaseEncoding(), true);
+	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
+		return NULL;
+	jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(req->response)));
+	if (!JB_ROOT_IS_OBJECT(jb) || JB_ROOT_IS_SCALAR(jb))
+		return NULL;
+	return jb;
+}
+
+/* Append "s" as a JSON string or null to buf. */
+static void
+json_append(StringInfo buf, const char *key, const char *s, bool first)
+{
+	if (!first)
+		appendStringInfoString(buf, ", ");
+	escape_json(buf, key);
+	appendStringInfoString(buf, ": ");
+	if (s == NULL)
+		appendStringInfoString(buf, "null");
+	else
+		escape_json(buf, s);
+}
+
+/* ---------------------------------------------------------------------------
+ * Classification
+ * ---------------------------------------------------------------------------
+ */
+
+/* Describe an HTTP error answer in o->last_error. */
+static void
+outcome_describe(Outcome *o, const char *prefix)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	if (prefix)
+		appendStringInfo(&buf, "%s: ", prefix);
+	appendStringInfo(&buf, "HTTP %d", o->http_status);
+	if (o->err_type)
+		appendStringInfo(&buf, " %s", o->err_type);
+	if (o->err_code)
+		appendStringInfo(&buf, "/%s", o->err_code);
+	if (o->err_decline)
+		appendStringInfo(&buf, "/%s", o->err_decline);
+	if (o->err_message && o->err_message[0])
+		appendStringInfo(&buf, ": %s", o->err_message);
+	o->last_error = pe_outbox_scrub(buf.data, OUTCOME_MESSAGE_MAX);
+}
+
+/* Sort the answer to item into one of the four classes. */
+static void
+outcome_classify(OutboxItem *item, Outcome *o)
+{
+	PeHttpRequest *req = &item->http;
+	JsonbContainer *err;
+	int			st;
+
+	memset(o, 0, sizeof(*o));
+	if (req->result != CURLE_OK || req->status == 0)
+	{
+		o->cls = OUTCOME_RETRY;
+		o->last_error = psprintf("no answer: %s", pe_http_error_text(req));
+		return;
+	}
+	st = o->http_status = (int) req->status;
+	o->object = outcome_parse(req);
+	err = o->object ? jb_object(&o->object->root, "error") : NULL;
+	if (err)
+	{
+		char	   *msg = jb_text(err, "message");
+
+		o->err_type = jb_text(err, "type");
+		o->err_code = jb_text(err, "code");
+		o->err_decline = jb_text(err, "decline_code");
+		o->err_param = jb_text(err, "param");
+		o->err_message = pe_outbox_scrub(msg, OUTCOME_MESSAGE_MAX);
+	}
+
+	if (st >= 200 && st < 300)
+	{
+		if (o->object == NULL || err != NULL)
+		{
+			/* a retry replays the saved, whole answer */
+			o->cls = OUTCOME_RETRY;
+			o->last_error = psprintf("HTTP %d with a body that is not a JSON object", st);
+		}
+		else
+			o->cls = OUTCOME_SUCCESS;
+		return;
+	}
+	if (st == 409 || st == 429 || st >= 500 || st < 200 || (st >= 300 && st < 400))
+	{
+		if (req->should_retry == 0)
+		{
+			o->cls = OUTCOME_DEAD;
+			outcome_describe(o, "Stripe-Should-Retry: false, outcome unknown");
+		}
+		else
+		{
+			o->cls = OUTCOME_RETRY;
+			outcome_describe(o, NULL);
+		}
+		return;
+	}
+	/* 4xx but 409 and 429 */
+	if (req->should_retry == 1)
+	{
+		o->cls = OUTCOME_RETRY;
+		outcome_describe(o, "Stripe-Should-Retry: true");
+		return;
+	}
+	if (st == 401 || st == 403 ||
+		(o->err_type && strcmp(o->err_type, "idempotency_error") == 0))
+	{
+		o->cls = OUTCOME_DEAD;
+		outcome_describe(o, NULL);
+		ereport(LOG,
+				(errcode(st == 400 ? ERRCODE_UNIQUE_VIOLATION : ERRCODE_INVALID_AUTHORIZATION_SPECIFICATION),
+				 errmsg("payment_ext outbox worker: outbox row " INT64_FORMAT " (%s) is dead: %s",
+						item->id, pe_outbox_kind_name(item->kind), o->last_error),
+				 errhint(st == 400 ? "The same idempotency key was used with other parameters: compare the request with the first one in Stripe's request log." :
+						 "Check the Stripe API key in payment_ext.stripe_api_key_file.")));
+		return;
+	}
+	o->cls = OUTCOME_FINAL;
+	outcome_describe(o, NULL);
+}
+
+/* ---------------------------------------------------------------------------
+ * Recording
+ * ---------------------------------------------------------------------------
+ */
+
+/*
+ * pe_outbox_mark
+ *		Set outbox row id's state ('done', 'pending' due in delay_ms, or
+ *		'dead') with its last HTTP status (0: none) and error.
+ */
+void
+pe_outbox_mark(int64 id, const char *state, double delay_ms, int http_status,
+			   const char *last_error)
+{
+	Datum		args[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
+	int			rc;
+
+	args[0] = Int64GetDatum(id);
+	args[1] = CStringGetTextDatum(state);
+	args[2] = Float8GetDatum(delay_ms);
+	args[3] = Int32GetDatum(http_status);
+	if (http_status == 0)
+		nulls[3] = 'n';
+	if (last_error != NULL)
+		args[4] = CStringGetTextDatum(last_error);
+	else
+		nulls[4] = 'n';
+	rc = SPI_execute_plan(pe_plan(&outbox_mark_plan), args, nulls, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "updating outbox row " INT64_FORMAT " failed: %s", id,
+			 SPI_result_code_string(rc));
+}
+
+/* Run plan p with args; the number of rows it changed. */
+static uint64
+outcome_exec(PePlan *p, Datum *args, const char *nulls)
+{
+	int			rc = SPI_execute_plan(pe_plan(p), args, nulls, false, 0);
+
+	if (rc != SPI_OK_UPDATE && rc != SPI_OK_INSERT)
+		elog(ERROR, "recording an outbox outcome failed: %s", SPI_result_code_string(rc));
+	return SPI_processed;
+}
+
+/* The sealed form of a Stripe id for column table.column of row id. */
+static char *
+outcome_seal(const char *value, const char *table, const char *column, pg_uuid_t *id)
+{
+	char	   *row = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(id)));
+
+	return pe_seal(value, pe_vault_context(table, column, row));
+}
+
+/* A payment that Stripe refused for good: Failed, with a "PaymentFailures" row. */
+static void
+record_payment_failed(OutboxItem *item, Outcome *o, const char *code, const char *message)
+{
+	Datum		fid = DirectFunctionCall1(gen_random_uuid, (Datum) 0);
+	StringInfoData details;
+	Datum		args[6];
+	char	   *fcode;
+
+	initStringInfo(&details);
+	appendStringInfoChar(&details, '{');
+	json_append(&details, "type", o->err_type, true);
+	json_append(&details, "code", o->err_code, false);
+	json_append(&details, "decline_code", o->err_decline, false);
+	json_append(&details, "param", o->err_param, false);
+	json_append(&details, "request_id", item->http.request_id[0] ? item->http.request_id : NULL, false);
+	appendStringInfo(&details, ", \"http_status\": %d}", o->http_status);
+
+	fcode = pnstrdup(code, OUTCOME_CODE_MAX);
+	args[0] = fid;
+	args[1] = UUIDPGetDatum(&item->payment_id);
+	args[2] = CStringGetTextDatum(fcode);
+	args[3] = CStringGetTextDatum(message);
+	args[4] = CStringGetTextDatum(outcome_seal(details.data, "PaymentFailures",
+											   "EncryptedStripeErrorDetails",
+											   DatumGetUUIDP(fid)));
+	args[5] = Int32GetDatum(Max(item->attempts - 1, 0));
+	outcome_exec(&failure_insert_plan, args, NULL);
+
+	if (outcome_exec(&payment_fail_plan, args + 1, NULL) == 0)
+		o->last_error = psprintf("%s (payment was no longer Pending)",
+								 o->last_error ? o->last_error : "failed");
+}
+
+/* A PaymentIntent came back: record it by its status. */
+static void
+record_payment_intent(OutboxItem *item, Outcome *o)
+{
+	JsonbContainer *pi = &o->object->root;
+	char	   *id = jb_text(pi, "id");
+	char	   *status = jb_text(pi, "status");
+	char	   *secret = jb_text(pi, "client_secret");
+	JsonbContainer *next = jb_object(pi, "next_action");
+	char	   *sealed_id;
+	Datum		args[4];
+	char		nulls[4] = {' ', ' ', ' ', ' '};
+	char	   *pid = DatumGetCString(DirectFunctionCall1(uuid_out,
+														  UUIDPGetDatum(&item->payment_id)));
+
+	if (id == NULL || status == NULL)
+	{
+		o->cls = OUTCOME_RETRY;
+		o->last_error = pstrdup("answer without a PaymentIntent id and status");
+		return;
+	}
+	sealed_id = outcome_seal(id, "Payments", "EncryptedStripePaymentIntentId", &item->payment_id);
+
+	/* what the application and the settler need: status, next action, client secret */
+	args[0] = UUIDPGetDatum(&item->payment_id);
+	if (secret != NULL)
+		args[1] = CStringGetTextDatum(pe_seal(secret, psprintf("payment.intents.client_secret:%s", pid)));
+	else
+		nulls[1] = 'n';
+	args[2] = CStringGetTextDatum(status);
+	if (next != NULL)
+	{
+		StringInfoData na;
+		char	   *type = jb_text(next, "type");
+
+		initStringInfo(&na);
+		appendStringInfoChar(&na, '{');
+		json_append(&na, "type", type, true);
+		appendStringInfoChar(&na, '}');
+		args[3] = DirectFunctionCall1(jsonb_in, CStringGetDatum(na.data));
+	}
+	else
+		nulls[3] = 'n';
+	outcome_exec(&intent_upsert_plan, args, nulls);
+	if (secret != NULL)
+		explicit_bzero(secret, strlen(secret));
+
+	args[1] = CStringGetTextDatum(sealed_id);
+	if (strcmp(status, "succeeded") == 0)
+	{
+		if (outcome_exec(&payment_complete_plan, args, NULL) == 0)
+			o->last_error = pstrdup("succeeded, but the payment was no longer Pending");
+	}
+	else if (strcmp(status, "canceled") == 0)
+	{
+		char	   *reason = jb_text(pi, "cancellation_reason");
+
+		outcome_exec(&payment_intent_plan, args, NULL);
+		o->last_error = psprintf("PaymentIntent canceled (%s)", reason ? reason : "no reason");
+		record_payment_failed(item, o, "canceled", o->last_error);
+	}
+	else
+	{
+		/* requires_action, requires_payment_method, processing, ...: Pending */
+		outcome_exec(&payment_intent_plan, args, NULL);
+		o->last_error = psprintf("PaymentIntent %s", status);
+	}
+	explicit_bzero(id, strlen(id));
+}
+
+/* A Refund came back: record it by its status. */
+static void
+record_refund(OutboxItem *item, Outcome *o)
+{
+	JsonbContainer *re = &o->object->root;
+	char	   *id = jb_text(re, "id");
+	char	   *status = jb_text(re, "status");
+	int			rstatus;
+	Datum		args[3];
+
+	if (id == NULL || status == NULL)
+	{
+		o->cls = OUTCOME_RETRY;
+		o->last_error = pstrdup("answer without a Refund id and status");
+		return;
+	}
+	if (strcmp(status, "succeeded") == 0)
+		rstatus = PE_REFUND_COMPLETED;
+	else if (strcmp(status, "failed") == 0 || strcmp(status, "canceled") == 0)
+	{
+		char	   *why = jb_text(re, "failure_reason");
+
+		rstatus = PE_REFUND_FAILED;
+		o->last_error = psprintf("refund %s (%s)", status, why ? why : "no reason");
+	}
+	else
+	{
+		rstatus = PE_REFUND_PROCESSING;
+		o->last_error = psprintf("refund %s", status);
+	}
+	args[0] = UUIDPGetDatum(&item->refund_id);
+	args[1] = Int32GetDatum(rstatus);
+	args[2] = CStringGetTextDatum(outcome_seal(id, "PaymentRefunds", "EncryptedStripeRefundId",
+											   &item->refund_id));
+	if (outcome_exec(&refund_set_plan, args, NULL) == 0)
+		o->last_error = psprintf("refund %s, but the refund was no longer Processing", status);
+	explicit_bzero(id, strlen(id));
+}
+
+/* A full jitter backoff for the attempt just made, in milliseconds. */
+static double
+outcome_backoff_ms(OutboxItem *item)
+{
+	double		cap = Min((double) pe_retry_max_ms,
+						  (double) pe_retry_base_ms * pow(2.0, Min(item->attempts - 1, 30)));
+	double		delay = pg_prng_double(&pg_global_prng_state) * cap;
+
+	if (item->http.retry_after_s >= 0)
+		delay = Max(delay, item->http.retry_after_s * 1000.0);
+	return delay;
+}
+
+/*
+ * pe_outbox_record_one
+ *		Classify and record the answer to item: the payment or refund, and
+ *		the outbox row (done, pending again with a backoff, or dead).
+ *		Caller: in a transaction (inside an internal subtransaction for
+ *		this item), connected to SPI, as the worker role.
+ */
+void
+pe_outbox_record_one(OutboxItem *item, OutboxTally *tally)
+{
+	Outcome		o;
+
+	outcome_classify(item, &o);
+
+	if (o.cls == OUTCOME_SUCCESS)
+	{
+		if (item->kind == OUTBOX_REFUND_CREATE)
+			record_refund(item, &o);
+		else
+			record_payment_intent(item, &o);
+	}
+	else if (o.cls == OUTCOME_FINAL)
+	{
+		switch (item->kind)
+		{
+			case OUTBOX_PI_CREATE:
+				record_payment_failed(item, &o,
+									  o.err_decline ? o.err_decline :
+									  o.err_code ? o.err_code :
+									  o.err_type ? o.err_type : psprintf("http_%d", o.http_status),
+									  o.err_message && o.err_message[0] ? o.err_message :
+									  psprintf("Stripe answered HTTP %d", o.http_status));
+				break;
+			case OUTBOX_REFUND_CREATE:
+				{
+					Datum		args[3];
+					char		nulls[3] = {' ', ' ', 'n'};
+
+					args[0] = UUIDPGetDatum(&item->refund_id);
+					args[1] = Int32GetDatum(PE_REFUND_FAILED);
+					args[2] = (Datum) 0;
+					outcome_exec(&refund_set_plan, args, nulls);
+				}
+				break;
+			case OUTBOX_PI_RETRIEVE:
+			case OUTBOX_PI_CANCEL:
+				/* the payment's fate is the settler's call: keep it visible */
+				o.cls = OUTCOME_DEAD;
+				break;
+		}
+	}
+
+	switch (o.cls)
+	{
+		case OUTCOME_SUCCESS:
+			tally->successes++;
+			pe_outbox_mark(item->id, "done", 0, o.http_status, o.last_error);
+			break;
+		case OUTCOME_FINAL:
+			tally->failures++;
+			pe_outbox_mark(item->id, "done", 0, o.http_status, o.last_error);
+			break;
+		case OUTCOME_RETRY:
+			if (item->attempts >= pe_max_attempts)
+			{
+				char	   *why = psprintf("gave up after %d attempts: %s",
+										   item->attempts, o.last_error);
+
+				tally->dead++;
+				pe_outbox_mark(item->id, "dead", 0, o.http_status, why);
+				o.last_error = why;
+			}
+			else
+			{
+				tally->retries++;
+				pe_outbox_mark(item->id, "pending", outcome_backoff_ms(item),
+							   o.http_status, o.last_error);
+			}
+			break;
+		case OUTCOME_DEAD:
+			tally->dead++;
+			pe_outbox_mark(item->id, "dead", 0, o.http_status, o.last_error);
+			break;
+	}
+	if (o.cls != OUTCOME_SUCCESS && o.last_error != NULL)
+		strlcpy(tally->last_error, o.last_error, sizeof(tally->last_error));
+}

@@ -1,0 +1,1440 @@
+/*-------------------------------------------------------------------------
+ *
+ * outbox_worker.c
+ *		The outbox background worker: drains payment.outbox to Stripe with
+ *		libcurl's multi interface; its shared-memory status, the wake-up of
+ *		the worker at commit, payment.worker_state() and
+ *		payment.client_secret().
+ *
+ * The worker loop has three phases, never overlapping a transaction with a
+ * request in flight:
+ *	outbox_claim_batch		short transaction: due rows FOR UPDATE SKIP
+ *							LOCKED -> 'sending', attempts + 1; builds each
+ *							request (sealed values opened in this process's
+ *							memory only)
+ *	outbox_send_batch		no transaction: requests into curl; the loop
+ *							waits on the latch and every curl socket
+ *	outbox_record_outcomes	short transaction, one internal subtransaction
+ *							per outcome (outbox_outcome.c)
+ *
+ * Invariants:
+ *	- Every transaction runs as payment_ext.worker_role
+ *	  (SetUserIdAndSecContext), never as the superuser it connects as.
+ *	- A row is 'sending' only while this process holds its request (in
+ *	  curl or in the done list).  After an error the worker drops every
+ *	  request it holds and sweeps 'sending' rows back to 'pending' (same
+ *	  idempotency key), as it does at start after a crash.
+ *	- Memory: loop_cxt is reset at each turn of the loop; each claimed row
+ *	  has its own context under inflight_cxt, deleted (after wiping the
+ *	  request) once its outcome is recorded; both are reset after an error.
+ *	- Shared status (PeWorkerShared) is protected by its spinlock, held
+ *	  only to copy a few fields.
+ *
+ * IDENTIFICATION
+ *		src/outbox_worker.c
+ *
+ *-------------------------------------------------------------------------
+ */
+#include "postgres.h"
+
+#include <math.h>
+
+#include "access/htup_details.h"
+#include "access/xact.h"
+#include "access/xlog.h"
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "commands/trigger.h"
+#include "executor/spi.h"
+#include "fmgr.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "storage/lwlock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "storage/spin.h"
+#include "tcop/tcopprot.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/jsonb.h"
+#include "utils/memutils.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
+#include "utils/uuid.h"
+
+#include "http.h"
+#include "outbox.h"
+#include "audit.h"
+#include "payment_ext.h"
+#include "vault.h"
+
+/* ---------------------------------------------------------------------------
+ * Constants
+ * ---------------------------------------------------------------------------
+ */
+/* Look for due rows at least this often, wake-ups aside */
+#define OUTBOX_IDLE_POLL_MS		5000
+/* How often a worker that cannot work yet (no extension, role, key) looks again */
+#define OUTBOX_NOT_READY_MS		10000
+/* Pause after an error before the loop goes on */
+#define OUTBOX_ERROR_PAUSE_MS	1000
+/* Initial capacity of a request body, so that it is never reallocated */
+#define OUTBOX_BODY_CAPACITY	16384
+/* Default rate limits by the key's mode (Stripe: 25/s test, 100/s live) */
+#define OUTBOX_RATE_TEST		20
+#define OUTBOX_RATE_LIVE		80
+
+/* ---------------------------------------------------------------------------
+ * Shared memory
+ * ---------------------------------------------------------------------------
+ */
+typedef struct PeWorkerShared
+{
+	slock_t		mutex;
+	pid_t		pid;			/* 0 when not running */
+	Latch	   *latch;			/* the worker's procLatch, NULL when not running */
+	TimestampTz started_at;
+	TimestampTz last_wake;
+	TimestampTz last_success_at;
+	int			in_flight;
+	uint64		requests_sent;
+	uint64		successes;
+	uint64		failures;
+	uint64		retries;
+	uint64		dead;
+	char		state[48];
+	char		last_error[256];
+} PeWorkerShared;
+
+static PeWorkerShared *worker_shared = NULL;
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* Set by the outbox's statement trigger; read at commit */
+static bool outbox_wake_pending = false;
+
+void		pe_outbox_worker_main(Datum main_arg) pg_attribute_noreturn();
+
+/* ---------------------------------------------------------------------------
+ * Worker-local state
+ * ---------------------------------------------------------------------------
+ */
+static PeHttp *http = NULL;
+static MemoryContext loop_cxt = NULL;
+static MemoryContext inflight_cxt = NULL;
+static dlist_head done_list = DLIST_STATIC_INIT(done_list);
+static dlist_head all_items = DLIST_STATIC_INIT(all_items);
+static char *api_key = NULL;	/* TopMemoryContext; wiped when replaced */
+static int	key_rate = OUTBOX_RATE_TEST;
+static Oid	worker_role_oid = InvalidOid;
+static double tokens = 1.0;
+static TimestampTz tokens_at = 0;
+static int	last_problem = 0;	/* the not-ready reason last warned about */
+static char connected_db[NAMEDATALEN];	/* the database connected to */
+static Oid	saved_userid;
+static int	saved_sec_context;
+
+/* A claimed row, copied out of SPI memory */
+typedef struct ClaimedRow
+{
+	int64		id;
+	char	   *kind;
+	pg_uuid_t	payment_id;
+	pg_uuid_t	refund_id;
+	bool		has_refund;
+	Jsonb	   *request;
+	char	   *idempotency_key;
+	int			attempts;
+} ClaimedRow;
+
+/* ---------------------------------------------------------------------------
+ * SPI plans
+ * ---------------------------------------------------------------------------
+ */
+static PePlan claim_plan = {
+	"WITH due AS ("
+	" SELECT id FROM payment.outbox"
+	"  WHERE state = 'pending' AND next_attempt_at <= pg_catalog.clock_timestamp()"
+	"  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
+	" UPDATE payment.outbox o SET state = 'sending', attempts = o.attempts + 1,"
+	"  claimed_at = pg_catalog.now(), first_attempt_at = COALESCE(o.first_attempt_at, pg_catalog.now()),"
+	"  updated_at = pg_catalog.now()"
+	" FROM due WHERE o.id = due.id"
+	" RETURNING o.id, o.kind, o.payment_id, o.refund_id, o.request, o.idempotency_key, o.attempts",
+	1, {INT4OID}, NULL, 0
+};
+static PePlan next_due_plan = {
+	"SELECT pg_catalog.min(next_attempt_at) FROM payment.outbox WHERE state = 'pending'",
+	0, {InvalidOid}, NULL, 0
+};
+static PePlan sweep_plan = {
+	"UPDATE payment.outbox SET state = 'pending', updated_at = pg_catalog.now()"
+	" WHERE state = 'sending'",
+	0, {InvalidOid}, NULL, 0
+};
+static PePlan saved_method_plan = {
+	"SELECT \"EncryptedStripePaymentMethodId\" FROM @S@.\"PaymentMethods\" WHERE \"Id\" = $1",
+	1, {UUIDOID}, NULL, 0
+};
+static PePlan payment_intent_id_plan = {
+	"SELECT \"EncryptedStripePaymentIntentId\" FROM @S@.\"Payments\" WHERE \"Id\" = $1",
+	1, {UUIDOID}, NULL, 0
+};
+
+/* ===========================================================================
+ * Shared memory, registration, wake-up at commit
+ * ===========================================================================
+ */
+
+static void
+outbox_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(MAXALIGN(sizeof(PeWorkerShared)));
+}
+
+static void
+outbox_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	worker_shared = ShmemInitStruct("payment_ext outbox worker",
+									sizeof(PeWorkerShared), &found);
+	if (!found)
+	{
+		memset(worker_shared, 0, sizeof(PeWorkerShared));
+		SpinLockInit(&worker_shared->mutex);
+		strlcpy(worker_shared->state, "not started", sizeof(worker_shared->state));
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/*
+ * pe_outbox_init
+ *		Called by _PG_init.  Under shared_preload_libraries: request the
+ *		shared status and register the worker.  Otherwise nothing: the
+ *		outbox then simply fills.  Never raises.
+ */
+void
+pe_outbox_init(void)
+{
+	BackgroundWorker worker;
+
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = outbox_shmem_request;
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = outbox_shmem_startup;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = 5;
+	strlcpy(worker.bgw_library_name, "payment_ext", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "pe_outbox_worker_main", BGW_MAXLEN);
+	strlcpy(worker.bgw_name, "payment_ext outbox worker", BGW_MAXLEN);
+	strlcpy(worker.bgw_type, "payment_ext outbox worker", BGW_MAXLEN);
+	worker.bgw_main_arg = (Datum) 0;
+	worker.bgw_notify_pid = 0;
+	RegisterBackgroundWorker(&worker);
+}
+
+/*
+ * pe_outbox_at_xact_end
+ *		From the transaction callback: if the committed transaction added
+ *		outbox rows, set the worker's latch.  A no-op without the shared
+ *		status (library not preloaded) or when the worker is not running.
+ */
+void
+pe_outbox_at_xact_end(bool committed)
+{
+	if (committed && outbox_wake_pending && worker_shared != NULL)
+	{
+		Latch	   *latch;
+
+		SpinLockAcquire(&worker_shared->mutex);
+		latch = worker_shared->latch;
+		SpinLockRelease(&worker_shared->mutex);
+		if (latch != NULL)
+			SetLatch(latch);
+	}
+	outbox_wake_pending = false;
+}
+
+/* SQL function: payment.outbox_wake_trigger() returns trigger */
+PG_FUNCTION_INFO_V1(pe_outbox_wake_trigger);
+Datum
+pe_outbox_wake_trigger(PG_FUNCTION_ARGS)
+{
+	pe_check_trigger(fcinfo, "payment.outbox_wake_trigger", false, false);
+	outbox_wake_pending = true;
+	return PointerGetDatum(NULL);
+}
+
+/* Set the worker's state name (shared status and pg_stat_activity). */
+static void
+status_set(const char *state)
+{
+	static char last[48] = "";
+
+	if (strcmp(last, state) == 0)
+		return;
+	strlcpy(last, state, sizeof(last));
+	if (worker_shared != NULL)
+	{
+		SpinLockAcquire(&worker_shared->mutex);
+		strlcpy(worker_shared->state, state, sizeof(worker_shared->state));
+		SpinLockRelease(&worker_shared->mutex);
+	}
+	pgstat_report_activity(STATE_IDLE, state);
+}
+
+/* Store a secret-free error text in the shared status. */
+static void
+status_error(const char *text)
+{
+	if (worker_shared == NULL)
+		return;
+	SpinLockAcquire(&worker_shared->mutex);
+	strlcpy(worker_shared->last_error, text, sizeof(worker_shared->last_error));
+	SpinLockRelease(&worker_shared->mutex);
+}
+
+/* SQL function: payment.worker_state() returns record */
+PG_FUNCTION_INFO_V1(pe_worker_state);
+Datum
+pe_worker_state(PG_FUNCTION_ARGS)
+{
+	TupleDesc	tupdesc;
+	Datum		values[13];
+	bool		nulls[13];
+	PeWorkerShared s;
+	bool		running;
+
+	if (get_call_result_type(fcinfo, NULL, &tupdesc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "return type must be a row type");
+	memset(nulls, 0, sizeof(nulls));
+	memset(&s, 0, sizeof(s));
+	if (worker_shared != NULL)
+	{
+		SpinLockAcquire(&worker_shared->mutex);
+		memcpy(&s, worker_shared, sizeof(s));
+		SpinLockRelease(&worker_shared->mutex);
+	}
+	running = (worker_shared != NULL && s.pid != 0);
+
+	values[0] = BoolGetDatum(running);
+	values[1] = Int32GetDatum((int32) s.pid);
+	nulls[1] = !running;
+	values[2] = CStringGetTextDatum(worker_shared == NULL ?
+									"not running: payment_ext is not in shared_preload_libraries" :
+									running ? s.state : "not running");
+	values[3] = TimestampTzGetDatum(s.started_at);
+	nulls[3] = (s.started_at == 0);
+	values[4] = TimestampTzGetDatum(s.last_wake);
+	nulls[4] = (s.last_wake == 0);
+	values[5] = Int32GetDatum(s.in_flight);
+	values[6] = Int64GetDatum((int64) s.requests_sent);
+	values[7] = Int64GetDatum((int64) s.successes);
+	values[8] = Int64GetDatum((int64) s.failures);
+	values[9] = Int64GetDatum((int64) s.retries);
+	values[10] = Int64GetDatum((int64) s.dead);
+	values[11] = TimestampTzGetDatum(s.last_success_at);
+	nulls[11] = (s.last_success_at == 0);
+	values[12] = CStringGetTextDatum(s.last_error);
+	nulls[12] = (s.last_error[0] == '\0');
+	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
+}
+
+/* ===========================================================================
+ * payment.client_secret
+ * ===========================================================================
+ */
+static PePlan client_secret_plan = {
+	"SELECT p.\"UserId\", i.client_secret FROM @S@.\"Payments\" p"
+	" LEFT JOIN payment.intents i ON i.payment_id = p.\"Id\" WHERE p.\"Id\" = $1",
+	1, {UUIDOID}, NULL, 0
+};
+
+/* May the caller read the client secret of a payment of user owner? */
+static bool
+client_secret_allowed(Datum owner)
+{
+	const char *me = GetConfigOption("app.current_user_id", true, false);
+	const char *role = GetConfigOption("app.user_role", true, false);
+	Oid			admin = get_role_oid("payment_admin", true);
+
+	if (OidIsValid(admin) && is_member_of_role(GetOuterUserId(), admin))
+		return true;
+	if (role != NULL && strcmp(role, "Admin") == 0)
+		return true;
+	if (me != NULL && me[0] != '\0')
+	{
+		char	   *owner_text = DatumGetCString(DirectFunctionCall1(uuid_out, owner));
+
+		return pg_strcasecmp(me, owner_text) == 0;
+	}
+	return false;
+}
+
+/* SQL function: payment.client_secret(uuid) returns text */
+PG_FUNCTION_INFO_V1(pe_client_secret);
+Datum
+pe_client_secret(PG_FUNCTION_ARGS)
+{
+	Datum		payment_id = PG_GETARG_DATUM(0);
+	char	   *pid = DatumGetCString(DirectFunctionCall1(uuid_out, payment_id));
+	bool		isnull;
+	Datum		owner;
+	char	   *sealed = NULL;
+	char	   *secret;
+	text	   *result;
+	int			rc;
+
+	SPI_connect();
+	rc = SPI_execute_plan(pe_plan(&client_secret_plan), &payment_id, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "looking up the payment failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("payment %s does not exist", pid)));
+	owner = pe_spi_getdatum(0, 1, &isnull);
+	if (!client_secret_allowed(owner))
+	{
+		pe_audit_log_refusal("payment.client_secret", "not the paying user nor an admin");
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("permission denied for the client secret of payment %s", pid),
+				 errdetail("Only the paying user (app.current_user_id) or an admin may read it.")));
+	}
+	(void) pe_spi_getdatum(0, 2, &isnull);
+	if (isnull)
+	{
+		SPI_finish();
+		PG_RETURN_NULL();
+	}
+	sealed = TextDatumGetCString(pe_spi_getdatum(0, 2, &isnull));
+	secret = pe_open(sealed, psprintf("payment.intents.client_secret:%s", pid));
+	SPI_finish();
+	result = cstring_to_text(secret);
+	explicit_bzero(secret, strlen(secret));
+	PG_RETURN_TEXT_P(result);
+}
+
+/* ===========================================================================
+ * The worker: transactions, readiness, API key
+ * ===========================================================================
+ */
+
+/* Start a transaction as the worker role, with SPI and a snapshot. */
+static void
+xact_begin(const char *what)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	GetUserIdAndSecContext(&saved_userid, &saved_sec_context);
+	SetUserIdAndSecContext(worker_role_oid, saved_sec_context | SECURITY_LOCAL_USERID_CHANGE);
+	SPI_connect();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, what);
+}
+
+/* Commit the transaction of xact_begin. */
+static void
+xact_end(void)
+{
+	SPI_finish();
+	PopActiveSnapshot();
+	SetUserIdAndSecContext(saved_userid, saved_sec_context);
+	CommitTransactionCommand();
+	pgstat_report_stat(false);
+	pgstat_report_activity(STATE_IDLE, NULL);
+}
+
+/* Log a WARNING about why the worker cannot work, once per reason. */
+static void
+warn_not_ready(int problem, const char *state, int sqlstate, const char *msg, const char *hint)
+{
+	status_set(state);
+	if (last_problem == problem)
+		return;
+	last_problem = problem;
+	ereport(WARNING,
+			(errcode(sqlstate),
+			 errmsg("payment_ext outbox worker: %s", msg),
+			 hint ? errhint("%s", hint) : 0));
+}
+
+/*
+ * (Re)read the Stripe API key from payment_ext.stripe_api_key_file.  A
+ * missing or unsafe file leaves no key: the worker waits (and warns once)
+ * rather than crash-looping.  Runs outside any transaction.
+ */
+static void
+outbox_load_api_key(void)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	char	   *key = NULL;
+
+	if (api_key != NULL)
+	{
+		explicit_bzero(api_key, strlen(api_key));
+		pfree(api_key);
+		api_key = NULL;
+	}
+
+	StartTransactionCommand();
+	/*
+	 * PG_TRY: an unreadable key file is a state to wait in, not an error
+	 * that restarts the worker; the file handle is released by the abort.
+	 */
+	PG_TRY();
+	{
+		MemoryContextSwitchTo(TopMemoryContext);
+		key = pe_read_secret_file(pe_stripe_api_key_file, "payment_ext.stripe_api_key_file");
+		MemoryContextSwitchTo(oldcxt);
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(oldcxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		AbortCurrentTransaction();
+		warn_not_ready(1, "waiting: no Stripe API key", edata->sqlerrcode,
+					   psprintf("cannot read the Stripe API key: %s", edata->message),
+					   "Set payment_ext.stripe_api_key_file and reload.");
+		FreeErrorData(edata);
+		key = NULL;
+	}
+	PG_END_TRY();
+
+	api_key = key;
+	if (key != NULL)
+		key_rate = (strncmp(key, "sk_live_", 8) == 0 || strncmp(key, "rk_live_", 8) == 0) ?
+			OUTBOX_RATE_LIVE : OUTBOX_RATE_TEST;
+}
+
+/*
+ * Can the worker work: an API key, the extension in this database, the
+ * worker role?  Warns once per missing piece.
+ */
+static bool
+outbox_ready(void)
+{
+	Oid			ext;
+	Oid			role;
+
+	if (api_key == NULL)
+		outbox_load_api_key();
+	if (api_key == NULL)
+		return false;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	ext = get_extension_oid("payment_ext", true);
+	role = get_role_oid(pe_worker_role, true);
+	CommitTransactionCommand();
+
+	if (!OidIsValid(ext))
+	{
+		warn_not_ready(2, "waiting: extension not installed",
+					   ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE,
+					   psprintf("extension \"payment_ext\" is not installed in database \"%s\"", pe_database),
+					   "Run CREATE EXTENSION payment_ext there, or set payment_ext.database; the worker looks again every 10 s.");
+		return false;
+	}
+	if (!OidIsValid(role))
+	{
+		warn_not_ready(3, "waiting: worker role missing",
+					   ERRCODE_UNDEFINED_OBJECT,
+					   psprintf("role \"%s\" (payment_ext.worker_role) does not exist", pe_worker_role),
+					   NULL);
+		return false;
+	}
+	if (last_problem != 0)
+		ereport(LOG,
+				(errmsg("payment_ext outbox worker: ready to drain payment.outbox in database \"%s\"",
+						pe_database)));
+	last_problem = 0;
+	worker_role_oid = role;
+	return true;
+}
+
+/* ===========================================================================
+ * Phase 1: claim
+ * ===========================================================================
+ */
+
+/* Append s to buf percent-encoded (encodeURIComponent plus !*()'); keys keep [ ]. */
+static void
+form_append(StringInfo buf, const char *s, bool key)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	const unsigned char *p;
+
+	for (p = (const unsigned char *) s; *p; p++)
+	{
+		if ((*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') ||
+			(*p >= '0' && *p <= '9') || *p == '-' || *p == '_' || *p == '.' ||
+			*p == '~' || (key && (*p == '[' || *p == ']')))
+			appendStringInfoChar(buf, (char) *p);
+		else
+		{
+			appendStringInfoChar(buf, '%');
+			appendStringInfoChar(buf, hex[*p >> 4]);
+			appendStringInfoChar(buf, hex[*p & 15]);
+		}
+	}
+}
+
+/* The text of a scalar request value; a nested one is an error. */
+static char *
+request_value_text(JsonbValue *v, const char *key)
+{
+	switch (v->type)
+	{
+		case jbvString:
+			return pnstrdup(v->val.string.val, v->val.string.len);
+		case jbvNumeric:
+			return DatumGetCString(DirectFunctionCall1(numeric_out,
+													   NumericGetDatum(v->val.numeric)));
+		case jbvBool:
+			return pstrdup(v->val.boolean ? "true" : "false");
+		case jbvNull:
+			return pstrdup("");
+		default:
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("request parameter \"%s\" is not a scalar", key)));
+	}
+	return NULL;				/* keep the compiler quiet */
+}
+
+/* The opened PaymentMethod id of saved method id (a "PaymentMethods" row). */
+static char *
+saved_method_open(const char *id)
+{
+	Datum		arg = DirectFunctionCall1(uuid_in, CStringGetDatum(id));
+	bool		isnull;
+	int			rc;
+
+	rc = SPI_execute_plan(pe_plan(&saved_method_plan), &arg, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "looking up the saved payment method failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("saved payment method %s does not exist", id)));
+	return pe_open(TextDatumGetCString(pe_spi_getdatum(0, 1, &isnull)),
+					   pe_vault_context("PaymentMethods", "EncryptedStripePaymentMethodId", id));
+}
+
+/* The opened PaymentIntent id stored with payment pid, or an error. */
+static char *
+payment_intent_open(pg_uuid_t *payment_id, const char *pid)
+{
+	Datum		arg = UUIDPGetDatum(payment_id);
+	bool		isnull;
+	Datum		d;
+	int			rc;
+
+	rc = SPI_execute_plan(pe_plan(&payment_intent_id_plan), &arg, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "looking up the payment failed: %s", SPI_result_code_string(rc));
+	d = SPI_processed > 0 ? pe_spi_getdatum(0, 1, &isnull) : (Datum) 0;
+	if (SPI_processed == 0 || isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("payment %s has no PaymentIntent yet", pid)));
+	return pe_open(TextDatumGetCString(d),
+					   pe_vault_context("Payments", "EncryptedStripePaymentIntentId", pid));
+}
+
+/* Add one header to list, or raise (after wiping what was built). */
+static struct curl_slist *
+header_add(struct curl_slist *list, char *line)
+{
+	struct curl_slist *l = curl_slist_append(list, line);
+
+	explicit_bzero(line, strlen(line));
+	if (l == NULL)
+	{
+		struct curl_slist *h;
+
+		for (h = list; h != NULL; h = h->next)
+			explicit_bzero(h->data, strlen(h->data));
+		curl_slist_free_all(list);
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory building an HTTP request")));
+	}
+	return l;
+}
+
+/*
+ * Build the HTTP request of claimed row r into item: URL, body and headers
+ * in item->cxt, temporaries in the current context.  Opens sealed values;
+ * raises on a value that does not open or a bad request (caller: in an
+ * internal subtransaction, connected to SPI, as the worker role).
+ */
+static void
+outbox_build(ClaimedRow *r, OutboxItem *item)
+{
+	MemoryContext oldcxt;
+	StringInfoData body;
+	JsonbIterator *it;
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+	char	   *pi_id = NULL;
+	char	   *pid = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(&r->payment_id)));
+	const char *base = pe_stripe_api_base;
+	int			baselen = strlen(base);
+	char	   *path;
+	bool		first = true;
+	bool		has_target = false;
+
+	while (baselen > 0 && base[baselen - 1] == '/')
+		baselen--;
+
+	if (strcmp(r->kind, "payment_intent.create") == 0)
+		item->kind = OUTBOX_PI_CREATE;
+	else if (strcmp(r->kind, "refund.create") == 0)
+		item->kind = OUTBOX_REFUND_CREATE;
+	else if (strcmp(r->kind, "payment_intent.retrieve") == 0)
+		item->kind = OUTBOX_PI_RETRIEVE;
+	else if (strcmp(r->kind, "payment_intent.cancel") == 0)
+		item->kind = OUTBOX_PI_CANCEL;
+	else
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("unknown outbox kind \"%s\"", r->kind)));
+
+	oldcxt = MemoryContextSwitchTo(item->cxt);
+	initStringInfo(&body);
+	enlargeStringInfo(&body, OUTBOX_BODY_CAPACITY);
+	item->http.body = body.data;
+	item->body_cap = body.maxlen;
+	item->idempotency_key = pstrdup(r->idempotency_key);
+	MemoryContextSwitchTo(oldcxt);
+
+	if (!JB_ROOT_IS_OBJECT(r->request))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("the request is not a JSON object")));
+
+	it = JsonbIteratorInit(&r->request->root);
+	while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
+	{
+		char	   *key;
+		char	   *value;
+		char	   *opened = NULL;
+
+		if (tok != WJB_KEY)
+			continue;
+		key = pnstrdup(v.val.string.val, v.val.string.len);
+		tok = JsonbIteratorNext(&it, &v, true);
+		value = request_value_text(&v, key);
+
+		if (strcmp(key, "saved_method_id") == 0)
+		{
+			opened = saved_method_open(value);
+			key = "payment_method";
+		}
+		else if (strncmp(value, PE_SEALED_PREFIX, strlen(PE_SEALED_PREFIX)) == 0)
+			opened = pe_open(value, psprintf("outbox.request.%s:%s", key, r->idempotency_key));
+
+		if ((item->kind == OUTBOX_PI_RETRIEVE || item->kind == OUTBOX_PI_CANCEL) &&
+			strcmp(key, "payment_intent") == 0)
+		{
+			pi_id = opened ? opened : value;
+			continue;
+		}
+		if (strcmp(key, "payment_intent") == 0 || strcmp(key, "charge") == 0)
+			has_target = true;
+		if (!first)
+			appendStringInfoChar(&body, '&');
+		first = false;
+		form_append(&body, key, true);
+		appendStringInfoChar(&body, '=');
+		form_append(&body, opened ? opened : value, false);
+		if (opened != NULL)
+		{
+			explicit_bzero(opened, strlen(opened));
+			pfree(opened);
+		}
+	}
+	/*
+	 * A refund whose request names no PaymentIntent (rows queued before
+	 * payment.refund added a sealed one) refunds the payment's own.
+	 */
+	if (item->kind == OUTBOX_REFUND_CREATE && !has_target)
+	{
+		char	   *opened = payment_intent_open(&r->payment_id, pid);
+
+		if (!first)
+			appendStringInfoChar(&body, '&');
+		form_append(&body, "payment_intent", true);
+		appendStringInfoChar(&body, '=');
+		form_append(&body, opened, false);
+		explicit_bzero(opened, strlen(opened));
+		pfree(opened);
+	}
+	item->http.body = body.data;
+	item->http.body_len = body.len;
+	item->body_cap = body.maxlen;
+
+	/* method and URL */
+	if (item->kind == OUTBOX_PI_CREATE)
+		path = "/v1/payment_intents";
+	else if (item->kind == OUTBOX_REFUND_CREATE)
+		path = "/v1/refunds";
+	else
+	{
+		StringInfoData p;
+
+		if (pi_id == NULL)
+			pi_id = payment_intent_open(&r->payment_id, pid);
+		initStringInfo(&p);
+		appendStringInfoString(&p, "/v1/payment_intents/");
+		form_append(&p, pi_id, false);
+		if (item->kind == OUTBOX_PI_CANCEL)
+			appendStringInfoString(&p, "/cancel");
+		else if (body.len > 0)
+		{
+			appendStringInfoChar(&p, '?');
+			appendBinaryStringInfo(&p, body.data, body.len);
+			explicit_bzero(body.data, body.len);
+			item->http.body_len = 0;
+		}
+		explicit_bzero(pi_id, strlen(pi_id));
+		path = p.data;
+	}
+	item->http.post = (item->kind != OUTBOX_PI_RETRIEVE);
+	item->http.url = MemoryContextAlloc(item->cxt, baselen + strlen(path) + 1);
+	memcpy(item->http.url, base, baselen);
+	strcpy(item->http.url + baselen, path);
+	if (item->kind == OUTBOX_PI_RETRIEVE || item->kind == OUTBOX_PI_CANCEL)
+		explicit_bzero(path, strlen(path));	/* holds the PaymentIntent id */
+
+	/* headers: the key goes into curl's copy only, and is wiped with it */
+	{
+		struct curl_slist *h = NULL;
+
+		h = header_add(h, psprintf("Authorization: Bearer %s", api_key));
+		h = header_add(h, psprintf("Stripe-Version: %s", PE_STRIPE_VERSION));
+		if (item->http.post)
+		{
+			h = header_add(h, psprintf("Idempotency-Key: %s", r->idempotency_key));
+			h = header_add(h, pstrdup("Content-Type: application/x-www-form-urlencoded"));
+			h = header_add(h, pstrdup("Expect:"));
+		}
+		item->http.headers = h;
+	}
+}
+
+/* Wipe an item's request and free it with everything it holds. */
+static void
+outbox_item_free(OutboxItem *item)
+{
+	pe_http_release(&item->http);
+	if (item->http.body != NULL)
+		explicit_bzero(item->http.body, item->body_cap);
+	if (item->http.url != NULL)
+		explicit_bzero(item->http.url, strlen(item->http.url));
+	dlist_delete(&item->all_node);
+	MemoryContextDelete(item->cxt);
+}
+
+/*
+ * outbox_claim_batch
+ *		One short transaction: claim up to limit due rows and build their
+ *		requests into *items (a List of OutboxItem, in loop_cxt).  A row
+ *		whose request cannot be built is dead at once.  Sets *next_due to
+ *		the earliest next_attempt_at still pending (0 if none).
+ */
+static int
+outbox_claim_batch(int limit, List **items, TimestampTz *next_due)
+{
+	ClaimedRow *rows;
+	uint64		n;
+	uint64		i;
+	Datum		arg = Int32GetDatum(limit);
+	int			rc;
+	bool		isnull;
+	MemoryContext spicxt;
+	ResourceOwner oldowner;
+
+	*items = NIL;
+	xact_begin("claiming");
+	spicxt = CurrentMemoryContext;
+	rc = SPI_execute_plan(pe_plan(&claim_plan), &arg, NULL, false, 0);
+	if (rc != SPI_OK_UPDATE_RETURNING)
+		elog(ERROR, "claiming outbox rows failed: %s", SPI_result_code_string(rc));
+	n = SPI_processed;
+	rows = MemoryContextAllocZero(loop_cxt, sizeof(ClaimedRow) * Max(n, 1));
+	for (i = 0; i < n; i++)
+	{
+		ClaimedRow *r = &rows[i];
+		MemoryContext old = MemoryContextSwitchTo(loop_cxt);
+		Datum		d;
+
+		r->id = DatumGetInt64(pe_spi_getdatum(i, 1, &isnull));
+		r->kind = TextDatumGetCString(pe_spi_getdatum(i, 2, &isnull));
+		memcpy(&r->payment_id, DatumGetUUIDP(pe_spi_getdatum(i, 3, &isnull)), UUID_LEN);
+		d = pe_spi_getdatum(i, 4, &isnull);
+		r->has_refund = !isnull;
+		if (!isnull)
+			memcpy(&r->refund_id, DatumGetUUIDP(d), UUID_LEN);
+		r->request = DatumGetJsonbPCopy(pe_spi_getdatum(i, 5, &isnull));
+		r->idempotency_key = TextDatumGetCString(pe_spi_getdatum(i, 6, &isnull));
+		r->attempts = DatumGetInt32(pe_spi_getdatum(i, 7, &isnull));
+		MemoryContextSwitchTo(old);
+	}
+
+	for (i = 0; i < n; i++)
+	{
+		ClaimedRow *r = &rows[i];
+		OutboxItem *item;
+		MemoryContext itemcxt = AllocSetContextCreate(inflight_cxt, "outbox item",
+													  ALLOCSET_SMALL_SIZES);
+
+		item = MemoryContextAllocZero(itemcxt, sizeof(OutboxItem));
+		item->cxt = itemcxt;
+		dlist_push_tail(&all_items, &item->all_node);
+		item->id = r->id;
+		item->payment_id = r->payment_id;
+		item->refund_id = r->refund_id;
+		item->has_refund = r->has_refund;
+		item->attempts = r->attempts;
+
+		/*
+		 * PG_TRY in an internal subtransaction: one row whose request cannot
+		 * be built (a sealed value that does not open, a missing saved
+		 * method) goes dead without failing the others.
+		 */
+		oldowner = CurrentResourceOwner;
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(spicxt);
+		PG_TRY();
+		{
+			outbox_build(r, item);
+			ReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(spicxt);
+			CurrentResourceOwner = oldowner;
+			{
+				MemoryContext old = MemoryContextSwitchTo(loop_cxt);
+
+				*items = lappend(*items, item);
+				MemoryContextSwitchTo(old);
+			}
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+			char	   *why;
+
+			MemoryContextSwitchTo(spicxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(spicxt);
+			CurrentResourceOwner = oldowner;
+
+			outbox_item_free(item);
+			why = psprintf("the request could not be built: %s",
+						   pe_outbox_scrub(edata->message, 400));
+			pe_outbox_mark(r->id, "dead", 0, 0, why);
+			ereport(WARNING,
+					(errcode(edata->sqlerrcode),
+					 errmsg("payment_ext outbox worker: outbox row " INT64_FORMAT " is dead: %s",
+							r->id, why)));
+			status_error(why);
+			if (worker_shared != NULL)
+			{
+				SpinLockAcquire(&worker_shared->mutex);
+				worker_shared->dead++;
+				SpinLockRelease(&worker_shared->mutex);
+			}
+			FreeErrorData(edata);
+		}
+		PG_END_TRY();
+	}
+
+	*next_due = 0;
+	if (n < (uint64) limit)
+	{
+		rc = SPI_execute_plan(pe_plan(&next_due_plan), NULL, NULL, true, 1);
+		if (rc == SPI_OK_SELECT && SPI_processed == 1)
+		{
+			Datum		d = pe_spi_getdatum(0, 1, &isnull);
+
+			if (!isnull)
+				*next_due = DatumGetTimestampTz(d);
+		}
+	}
+	xact_end();
+	return (int) n;
+}
+
+/* At start and after an error: rows left 'sending' are due again, same key. */
+static void
+outbox_sweep(void)
+{
+	int			rc;
+
+	xact_begin("sweeping");
+	rc = SPI_execute_plan(pe_plan(&sweep_plan), NULL, NULL, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "sweeping outbox rows failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed > 0)
+		ereport(LOG,
+				(errmsg("payment_ext outbox worker: " UINT64_FORMAT " outbox rows left in flight are due again with their idempotency keys",
+						SPI_processed)));
+	xact_end();
+}
+
+/* ===========================================================================
+ * Phase 2: send
+ * ===========================================================================
+ */
+
+/* Put every built request in flight (no transaction open). */
+static void
+outbox_send_batch(List *items)
+{
+	ListCell   *lc;
+	int			sent = 0;
+
+	foreach(lc, items)
+	{
+		OutboxItem *item = (OutboxItem *) lfirst(lc);
+
+		item->http.timeout_ms = pe_request_timeout_ms;
+		item->http.connect_timeout_ms = pe_connect_timeout_ms;
+		item->http.owner = item;
+		if (pe_http_start(http, &item->http))
+			sent++;
+		else
+		{
+			/* recorded as a failed attempt (no answer) at the next turn */
+			item->http.result = CURLE_FAILED_INIT;
+			dlist_push_tail(&done_list, &item->node);
+		}
+	}
+	if (worker_shared != NULL)
+	{
+		SpinLockAcquire(&worker_shared->mutex);
+		worker_shared->requests_sent += sent;
+		worker_shared->in_flight = pe_http_in_flight(http);
+		SpinLockRelease(&worker_shared->mutex);
+	}
+}
+
+/* Move finished requests from curl to the done list. */
+static void
+outbox_collect_done(void)
+{
+	PeHttpRequest *req;
+
+	while ((req = pe_http_next_done(http)) != NULL)
+	{
+		OutboxItem *item = (OutboxItem *) req->owner;
+
+		dlist_push_tail(&done_list, &item->node);
+	}
+}
+
+/* ===========================================================================
+ * Phase 3: record
+ * ===========================================================================
+ */
+
+/*
+ * outbox_record_outcomes
+ *		One short transaction for every finished request: each outcome in
+ *		an internal subtransaction of its own.
+ */
+static void
+outbox_record_outcomes(void)
+{
+	OutboxTally tally;
+	MemoryContext spicxt;
+	ResourceOwner oldowner;
+
+	memset(&tally, 0, sizeof(tally));
+	xact_begin("recording");
+	spicxt = CurrentMemoryContext;
+	while (!dlist_is_empty(&done_list))
+	{
+		OutboxItem *item = dlist_container(OutboxItem, node, dlist_pop_head_node(&done_list));
+
+		/*
+		 * PG_TRY in an internal subtransaction: an outcome that cannot be
+		 * recorded (a trigger refusing it, say) is rolled back alone and the
+		 * row is retried later with the same key; the others commit.
+		 */
+		oldowner = CurrentResourceOwner;
+		BeginInternalSubTransaction(NULL);
+		MemoryContextSwitchTo(spicxt);
+		PG_TRY();
+		{
+			pe_outbox_record_one(item, &tally);
+			ReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(spicxt);
+			CurrentResourceOwner = oldowner;
+		}
+		PG_CATCH();
+		{
+			ErrorData  *edata;
+			char	   *why;
+			bool		dead;
+
+			MemoryContextSwitchTo(spicxt);
+			edata = CopyErrorData();
+			FlushErrorState();
+			RollbackAndReleaseCurrentSubTransaction();
+			MemoryContextSwitchTo(spicxt);
+			CurrentResourceOwner = oldowner;
+
+			dead = item->attempts >= pe_max_attempts;
+			why = psprintf("%srecording the outcome failed: %s",
+						   dead ? "gave up: " : "",
+						   pe_outbox_scrub(edata->message, 400));
+			pe_outbox_mark(item->id, dead ? "dead" : "pending",
+						   dead ? 0 : (double) pe_retry_base_ms * item->attempts,
+						   (int) item->http.status, why);
+			ereport(WARNING,
+					(errcode(edata->sqlerrcode),
+					 errmsg("payment_ext outbox worker: outbox row " INT64_FORMAT ": %s",
+							item->id, why)));
+			strlcpy(tally.last_error, why, sizeof(tally.last_error));
+			if (dead)
+				tally.dead++;
+			else
+				tally.retries++;
+			FreeErrorData(edata);
+		}
+		PG_END_TRY();
+		outbox_item_free(item);
+	}
+	xact_end();
+
+	if (worker_shared != NULL)
+	{
+		SpinLockAcquire(&worker_shared->mutex);
+		worker_shared->successes += tally.successes;
+		worker_shared->failures += tally.failures;
+		worker_shared->retries += tally.retries;
+		worker_shared->dead += tally.dead;
+		if (tally.successes > 0)
+			worker_shared->last_success_at = GetCurrentTimestamp();
+		if (tally.last_error[0] != '\0')
+			strlcpy(worker_shared->last_error, tally.last_error, sizeof(worker_shared->last_error));
+		worker_shared->in_flight = pe_http_in_flight(http);
+		SpinLockRelease(&worker_shared->mutex);
+	}
+}
+
+/* ===========================================================================
+ * The worker's life
+ * ===========================================================================
+ */
+
+/* Drop every request held: in curl and finished but not recorded. */
+static void
+outbox_abandon_all(void)
+{
+	dlist_init(&done_list);
+	pe_http_destroy(http);		/* frees the curl handles, wipes headers */
+	http = NULL;
+	while (!dlist_is_empty(&all_items))
+	{
+		OutboxItem *item = dlist_container(OutboxItem, all_node,
+										   dlist_pop_head_node(&all_items));
+
+		pe_http_release(&item->http);
+		if (item->http.body != NULL)
+			explicit_bzero(item->http.body, item->body_cap);
+		if (item->http.url != NULL)
+			explicit_bzero(item->http.url, strlen(item->http.url));
+	}
+	MemoryContextReset(inflight_cxt);
+}
+
+/* Process exit: free curl handles, clear the shared status. */
+static void
+outbox_at_exit(int code, Datum arg)
+{
+	if (http != NULL)
+	{
+		pe_http_destroy(http);
+		http = NULL;
+	}
+	if (api_key != NULL)
+		explicit_bzero(api_key, strlen(api_key));
+	if (worker_shared != NULL)
+	{
+		SpinLockAcquire(&worker_shared->mutex);
+		worker_shared->pid = 0;
+		worker_shared->latch = NULL;
+		worker_shared->in_flight = 0;
+		strlcpy(worker_shared->state, "stopped", sizeof(worker_shared->state));
+		SpinLockRelease(&worker_shared->mutex);
+	}
+}
+
+/* The rate limit in force, requests per second. */
+static double
+outbox_rate(void)
+{
+	return pe_max_requests_per_second > 0 ? pe_max_requests_per_second : key_rate;
+}
+
+/* Refill the token bucket (capacity: a tenth of a second's worth, at least 1). */
+static void
+tokens_refill(TimestampTz now)
+{
+	double		rate = outbox_rate();
+	double		cap = Max(1.0, rate / 10.0);
+
+	if (tokens_at != 0 && now > tokens_at)
+		tokens += rate * (double) (now - tokens_at) / 1000000.0;
+	tokens = Min(tokens, cap);
+	tokens_at = now;
+}
+
+/* Milliseconds from now until ts (0 if past). */
+static long
+ms_until(TimestampTz now, TimestampTz ts)
+{
+	if (ts <= now)
+		return 0;
+	return (long) ((ts - now + 999) / 1000);
+}
+
+/*
+ * pe_outbox_worker_main
+ *		Entry point of the outbox worker (registered by pe_outbox_init).
+ */
+void
+pe_outbox_worker_main(Datum main_arg)
+{
+	sigjmp_buf	local_sigjmp_buf;
+
+	/* static: they must survive the longjmp of error recovery */
+	static bool ready = false;
+	static bool sweep_needed = true;
+	static bool poll_now = true;
+	static TimestampTz next_due_at = 0;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+
+	BackgroundWorkerInitializeConnection(pe_database, NULL, 0);
+	pgstat_report_appname("payment_ext outbox worker");
+	strlcpy(connected_db, pe_database, sizeof(connected_db));
+
+	/*
+	 * The worker's commits are always synchronous: when a claim commits, the
+	 * WAL of every row it claimed (and of the transactions that inserted
+	 * them) is on disk before any request goes out, so a crash can never
+	 * forget a payment that Stripe was asked to charge, whatever
+	 * synchronous_commit the application uses.
+	 */
+	SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
+
+	before_shmem_exit(outbox_at_exit, (Datum) 0);
+	if (worker_shared != NULL)
+	{
+		SpinLockAcquire(&worker_shared->mutex);
+		worker_shared->pid = MyProcPid;
+		worker_shared->latch = MyLatch;
+		worker_shared->started_at = GetCurrentTimestamp();
+		worker_shared->in_flight = 0;
+		SpinLockRelease(&worker_shared->mutex);
+	}
+	status_set("starting");
+
+	loop_cxt = AllocSetContextCreate(TopMemoryContext, "outbox worker loop",
+									 ALLOCSET_DEFAULT_SIZES);
+	inflight_cxt = AllocSetContextCreate(TopMemoryContext, "outbox worker in flight",
+										 ALLOCSET_DEFAULT_SIZES);
+
+	/*
+	 * Our own error recovery, like the autovacuum launcher's: an ERROR
+	 * outside a per-row subtransaction (a claim or commit that fails, the
+	 * extension dropped under us) aborts the transaction, drops every
+	 * request in flight, and the loop goes on after a pause, sweeping the
+	 * rows it held back to 'pending'.  A crash-restart loop would be worse.
+	 */
+	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
+	{
+		HOLD_INTERRUPTS();
+		EmitErrorReport();
+		AbortCurrentTransaction();
+		MemoryContextSwitchTo(TopMemoryContext);
+		{
+			ErrorData  *edata = CopyErrorData();
+
+			status_error(pe_outbox_scrub(edata->message, 200));
+			FreeErrorData(edata);
+		}
+		FlushErrorState();
+		if (http != NULL)
+			outbox_abandon_all();
+		MemoryContextReset(loop_cxt);
+		sweep_needed = true;
+		ready = false;
+		poll_now = true;
+		status_set("error recovery");
+		RESUME_INTERRUPTS();
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 OUTBOX_ERROR_PAUSE_MS, PG_WAIT_EXTENSION);
+		ResetLatch(MyLatch);
+	}
+	PG_exception_stack = &local_sigjmp_buf;
+
+	if (http == NULL)
+		http = pe_http_create();
+
+	for (;;)
+	{
+		TimestampTz now;
+		int			slots;
+		long		timeout;
+
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+			if (strcmp(pe_database, connected_db) != 0)
+			{
+				ereport(LOG,
+						(errmsg("payment_ext outbox worker: payment_ext.database changed to \"%s\", restarting",
+								pe_database)));
+				proc_exit(1);	/* restarted after bgw_restart_time */
+			}
+			outbox_load_api_key();
+			ready = false;
+		}
+		MemoryContextReset(loop_cxt);
+		MemoryContextSwitchTo(loop_cxt);
+
+		if (RecoveryInProgress())
+		{
+			status_set("waiting: in recovery");
+			(void) pe_http_wait(http, 1000, PG_WAIT_EXTENSION);
+			continue;
+		}
+		if (!ready)
+		{
+			ready = outbox_ready();
+			if (!ready)
+			{
+				(void) pe_http_wait(http, OUTBOX_NOT_READY_MS, PG_WAIT_EXTENSION);
+				continue;
+			}
+		}
+		if (sweep_needed)
+		{
+			outbox_sweep();
+			sweep_needed = false;
+			poll_now = true;
+		}
+
+		/* phase 3 for what finished */
+		outbox_collect_done();
+		if (!dlist_is_empty(&done_list))
+			outbox_record_outcomes();
+
+		/* phase 1 and 2 while there is room, tokens and due rows */
+		now = GetCurrentTimestamp();
+		tokens_refill(now);
+		slots = pe_max_in_flight - pe_http_in_flight(http);
+
+		/*
+		 * Under load, claim in batches of an eighth of max_in_flight rather
+		 * than a transaction per freed slot; when nothing is in flight, claim
+		 * at once (the commit-to-request latency at idle).
+		 */
+		if (pe_http_in_flight(http) > 0 && slots < Max(1, pe_max_in_flight / 8))
+			slots = 0;
+		if (slots > 0 && (poll_now || (next_due_at != 0 && now >= next_due_at)))
+		{
+			int			want = Min(slots, (int) floor(tokens));
+
+			if (want >= 1)
+			{
+				List	   *items;
+				TimestampTz due;
+				int			got = outbox_claim_batch(want, &items, &due);
+
+				tokens -= got;
+				slots -= got;
+				poll_now = (got == want);
+				/*
+				 * Fewer than asked: nothing else is due before the earliest
+				 * pending next_attempt_at; one already past is locked by
+				 * another transaction, so look again a little later.
+				 */
+				if (!poll_now)
+					next_due_at = due != 0 ? Max(due, now + 50 * (TimestampTz) 1000) :
+						now + OUTBOX_IDLE_POLL_MS * (TimestampTz) 1000;
+				if (items != NIL)
+					outbox_send_batch(items);
+			}
+			else
+				poll_now = true;
+		}
+
+		/* how long to sleep */
+		now = GetCurrentTimestamp();
+		if (slots <= 0)
+			timeout = OUTBOX_IDLE_POLL_MS;	/* curl's timer and sockets wake us */
+		else if (poll_now || now >= next_due_at)
+			timeout = tokens >= 1.0 ? 0 :
+				(long) ceil((1.0 - tokens) * 1000.0 / outbox_rate());
+		else
+			timeout = Min(ms_until(now, next_due_at), OUTBOX_IDLE_POLL_MS);
+
+		status_set(pe_http_in_flight(http) > 0 ? "sending" : "idle");
+		if (worker_shared != NULL)
+		{
+			SpinLockAcquire(&worker_shared->mutex);
+			worker_shared->in_flight = pe_http_in_flight(http);
+			SpinLockRelease(&worker_shared->mutex);
+		}
+
+		if (pe_http_wait(http, timeout, PG_WAIT_EXTENSION) & WL_LATCH_SET)
+		{
+			poll_now = true;
+			if (worker_shared != NULL)
+			{
+				SpinLockAcquire(&worker_shared->mutex);
+				worker_shared->last_wake = GetCurrentTimestamp();
+				SpinLockRelease(&worker_shared->mutex);
+			}
+		}
+		else if (next_due_at != 0 && GetCurrentTimestamp() >= next_due_at)
+			poll_now = true;
+	}
+}
