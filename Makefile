@@ -40,7 +40,8 @@ SQL_PARTS = \
 	src/sql/35_audit.sql \
 	src/sql/40_vault.sql \
 	src/sql/50_worker.sql \
-	src/sql/70_security.sql
+	src/sql/70_security.sql \
+	src/sql/90_grants.sql
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 

@@ -20,6 +20,7 @@
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/jsonb.h"
@@ -513,4 +514,40 @@ pe_payments_state_trigger(PG_FUNCTION_ARGS)
 	if (n > 0)
 		newtuple = heap_modify_tuple_by_cols(newtuple, td, n, attnums, values, nulls);
 	return PointerGetDatum(newtuple);
+}
+
+/*
+ * Trigger function: BEFORE DELETE FOR EACH ROW and BEFORE TRUNCATE FOR EACH
+ * STATEMENT on "Payments", "PaymentRefunds" and "PaymentFailures"
+ *
+ * Payments, refunds and failures are financial records: nobody but a
+ * superuser deletes them, whatever privileges were granted by mistake.
+ */
+PG_FUNCTION_INFO_V1(pe_financial_no_delete_trigger);
+Datum
+pe_financial_no_delete_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	const char *table;
+
+	if (!CALLED_AS_TRIGGER(fcinfo) || !TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
+		!(TRIGGER_FIRED_BY_DELETE(trigdata->tg_event) ||
+		  TRIGGER_FIRED_BY_TRUNCATE(trigdata->tg_event)))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("pe_financial_no_delete_trigger: must be fired BEFORE DELETE or TRUNCATE")));
+
+	if (superuser())
+		return TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ?
+			PointerGetDatum(trigdata->tg_trigtuple) : PointerGetDatum(NULL);
+
+	table = RelationGetRelationName(trigdata->tg_relation);
+	pe_audit_log_refusal(TRIGGER_FIRED_BY_DELETE(trigdata->tg_event) ?
+						 "DELETE of a financial record" : "TRUNCATE of a financial table",
+						 "only a superuser deletes payments, refunds and failures");
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("rows of \"%s\" are financial records and are never deleted", table),
+			 errhint("A payment is failed, refunded or repaired with payment.resolve(), not deleted.")));
+	pg_unreachable();
 }

@@ -45,14 +45,16 @@ CREATE FUNCTION payment."create"(registration_id uuid, user_id uuid, full_price 
                                  metadata jsonb DEFAULT '{}')
 RETURNS uuid
 AS 'MODULE_PATHNAME', 'pe_create'
-LANGUAGE C VOLATILE PARALLEL UNSAFE;
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION payment."create"(uuid, uuid, numeric, numeric, text, integer, text, uuid, text, jsonb) IS
 	'creates a Pending payment (NotRequired for a zero amount) and, in the same transaction, its Stripe request in payment.outbox';
 
 CREATE FUNCTION payment.retry(payment_id uuid)
 RETURNS void
 AS 'MODULE_PATHNAME', 'pe_retry'
-LANGUAGE C VOLATILE PARALLEL UNSAFE;
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION payment.retry(uuid) IS
 	'moves a Failed payment back to Pending and queues a new Stripe request for it';
 
@@ -60,6 +62,7 @@ CREATE FUNCTION payment.refund(payment_id uuid, amount numeric, reason text,
                                processed_by uuid, idempotency_key text DEFAULT NULL)
 RETURNS uuid
 AS 'MODULE_PATHNAME', 'pe_refund'
-LANGUAGE C VOLATILE PARALLEL UNSAFE;
+LANGUAGE C VOLATILE PARALLEL UNSAFE
+SECURITY DEFINER SET search_path = pg_catalog, pg_temp;
 COMMENT ON FUNCTION payment.refund(uuid, numeric, text, uuid, text) IS
 	'refunds part or all of a Completed or PartiallyRefunded payment: a Processing "PaymentRefunds" row and its Stripe request';

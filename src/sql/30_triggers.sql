@@ -52,3 +52,35 @@ CREATE TRIGGER "TR_PaymentRefunds_Sync"
 	AFTER INSERT OR UPDATE OF "RefundStatus" ON "PaymentRefunds"
 	FOR EACH ROW EXECUTE FUNCTION payment.refunds_sync_trigger();
 ALTER TABLE "PaymentRefunds" ENABLE ALWAYS TRIGGER "TR_PaymentRefunds_Sync";
+
+CREATE FUNCTION payment.financial_no_delete_trigger()
+RETURNS trigger
+AS 'MODULE_PATHNAME', 'pe_financial_no_delete_trigger'
+LANGUAGE C;
+COMMENT ON FUNCTION payment.financial_no_delete_trigger() IS
+	'refuses DELETE and TRUNCATE of payments, refunds and failures to everyone but superusers';
+
+CREATE TRIGGER "TR_Payments_NoDelete"
+	BEFORE DELETE ON "Payments"
+	FOR EACH ROW EXECUTE FUNCTION payment.financial_no_delete_trigger();
+CREATE TRIGGER "TR_Payments_NoTruncate"
+	BEFORE TRUNCATE ON "Payments"
+	FOR EACH STATEMENT EXECUTE FUNCTION payment.financial_no_delete_trigger();
+CREATE TRIGGER "TR_PaymentRefunds_NoDelete"
+	BEFORE DELETE ON "PaymentRefunds"
+	FOR EACH ROW EXECUTE FUNCTION payment.financial_no_delete_trigger();
+CREATE TRIGGER "TR_PaymentRefunds_NoTruncate"
+	BEFORE TRUNCATE ON "PaymentRefunds"
+	FOR EACH STATEMENT EXECUTE FUNCTION payment.financial_no_delete_trigger();
+CREATE TRIGGER "TR_PaymentFailures_NoDelete"
+	BEFORE DELETE ON "PaymentFailures"
+	FOR EACH ROW EXECUTE FUNCTION payment.financial_no_delete_trigger();
+CREATE TRIGGER "TR_PaymentFailures_NoTruncate"
+	BEFORE TRUNCATE ON "PaymentFailures"
+	FOR EACH STATEMENT EXECUTE FUNCTION payment.financial_no_delete_trigger();
+ALTER TABLE "Payments" ENABLE ALWAYS TRIGGER "TR_Payments_NoDelete";
+ALTER TABLE "Payments" ENABLE ALWAYS TRIGGER "TR_Payments_NoTruncate";
+ALTER TABLE "PaymentRefunds" ENABLE ALWAYS TRIGGER "TR_PaymentRefunds_NoDelete";
+ALTER TABLE "PaymentRefunds" ENABLE ALWAYS TRIGGER "TR_PaymentRefunds_NoTruncate";
+ALTER TABLE "PaymentFailures" ENABLE ALWAYS TRIGGER "TR_PaymentFailures_NoDelete";
+ALTER TABLE "PaymentFailures" ENABLE ALWAYS TRIGGER "TR_PaymentFailures_NoTruncate";
