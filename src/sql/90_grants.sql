@@ -35,7 +35,8 @@ GRANT SELECT ON "Payments", "PaymentRefunds", "PaymentFailures", "PaymentMethods
 -- an administrator records the outcome of a refund made outside Stripe
 GRANT UPDATE ("RefundStatus", "Metadata") ON "PaymentRefunds" TO payment_admin;
 GRANT UPDATE ("Metadata") ON "Payments" TO payment_admin;
-GRANT SELECT ON "PaymentAuditLog" TO payment_reporting;
+GRANT SELECT ON "PaymentAuditLog", payment.audit_chain_heads TO payment_reporting;
+GRANT SELECT ON payment.audit_chain_heads TO payment_admin;
 
 -- the application and reporting read every column that is not sealed
 DO $pe_grants$
