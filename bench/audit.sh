@@ -49,7 +49,9 @@ INSERT INTO "Payments" ("Id", "EventRegistrationId", "UserId", "AmountValue", "S
 SELECT ('40000000-0000-0000-0000-' || lpad(i::text, 12, '0'))::uuid,
        ('30000000-0000-0000-0000-' || lpad(i::text, 12, '0'))::uuid,
        ('10000000-0000-0000-0000-' || lpad(i::text, 12, '0'))::uuid,
-       30.00, 25, 1, 1, 'pe1:k1:' || md5(i::text), '{"source": "web"}'
+       30.00, 25, 1, 1,
+       payment.encrypt('pi_' || md5(i::text), 'Payments.EncryptedStripePaymentIntentId:40000000-0000-0000-0000-' || lpad(i::text, 12, '0')),
+       '{"source": "web"}'
   FROM generate_series(1, :rows) i;
 
 -- the usual PL/pgSQL audit trigger, into a table shaped and indexed like

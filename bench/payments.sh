@@ -39,8 +39,21 @@ ALTER TABLE bench."Payments"
 	ADD FOREIGN KEY ("EventRegistrationId") REFERENCES public."EventRegistrations"("Id") ON DELETE RESTRICT;
 CREATE TABLE bench.outbox (LIKE payment.outbox INCLUDING ALL);
 ALTER TABLE bench.outbox ADD FOREIGN KEY (payment_id) REFERENCES bench."Payments"("Id");
+-- and the same work with the audit INSERT written by hand, into a table
+-- shaped and indexed like "PaymentAuditLog" (GIN indexes included)
+CREATE TABLE bench."Payments2" (LIKE public."Payments" INCLUDING ALL);
+ALTER TABLE bench."Payments2"
+	ADD FOREIGN KEY ("UserId") REFERENCES public."Users"("Id") ON DELETE RESTRICT,
+	ADD FOREIGN KEY ("EventRegistrationId") REFERENCES public."EventRegistrations"("Id") ON DELETE RESTRICT;
+CREATE TABLE bench.outbox2 (LIKE payment.outbox INCLUDING ALL);
+ALTER TABLE bench.outbox2 ADD FOREIGN KEY (payment_id) REFERENCES bench."Payments2"("Id");
+CREATE TABLE bench.audit_log (LIKE public."PaymentAuditLog" INCLUDING DEFAULTS INCLUDING CONSTRAINTS INCLUDING INDEXES);
+ALTER TABLE bench.audit_log
+	ADD FOREIGN KEY ("PaymentId") REFERENCES bench."Payments2"("Id") ON DELETE RESTRICT,
+	ADD FOREIGN KEY ("UserId") REFERENCES public."Users"("Id") ON DELETE RESTRICT;
 CREATE SEQUENCE bench.reg_ext;
 CREATE SEQUENCE bench.reg_sql;
+CREATE SEQUENCE bench.reg_sql_audit;
 VACUUM ANALYZE;
 SQL
 
@@ -67,6 +80,30 @@ SELECT 'payment_intent.create', "Id",
   FROM p;
 EOF2
 
+cat >"$WORK/sql_audit.sql" <<'EOF2'
+WITH n AS (SELECT nextval('bench.reg_sql_audit') AS v),
+     p AS (INSERT INTO bench."Payments2" ("Id", "EventRegistrationId", "UserId", "AmountValue", "Currency",
+                                          "SlidingScalePercentage", "Status", "PaymentMethodType", "Metadata")
+           SELECT gen_random_uuid(), md5('r' || v)::uuid, md5('u' || (v % 1000))::uuid,
+                  round(40.00 * (100 - 25) / 100, 2), 'USD', 25, 0, 1, '{}'
+             FROM n
+           RETURNING *),
+     o AS (INSERT INTO bench.outbox2 (kind, payment_id, request, idempotency_key)
+           SELECT 'payment_intent.create', "Id",
+                  jsonb_build_object('amount', ("AmountValue" * 100)::bigint::text, 'currency', 'usd',
+                                     'confirm', 'true', 'payment_method', 'pm_card_visa',
+                                     'metadata[payment_id]', "Id"::text,
+                                     'metadata[registration_id]', "EventRegistrationId"::text),
+                  'pe-' || "Id" || '-pi-1'
+             FROM p)
+INSERT INTO bench.audit_log ("PaymentId", "UserId", "ActionType", "ActionDescription", "NewValues",
+                             "IpAddress", "UserAgent", "TableName", "RowId")
+SELECT "Id", NULLIF(current_setting('app.current_user_id', true), '')::uuid, 'PaymentInitiated',
+       'payment initiated', to_jsonb(p), inet_client_addr(), current_setting('application_name'),
+       'Payments', "Id"
+  FROM p;
+EOF2
+
 tps() {
 	pgbench -n -M prepared -c "$CLIENTS" -j "$CLIENTS" -T "$SECONDS_PER_RUN" -f "$1" "$DB" 2>&1 |
 		sed -n 's/^tps = \([0-9.]*\) .*/\1/p'
@@ -74,17 +111,23 @@ tps() {
 
 ext=()
 base=()
+base_audit=()
 for r in $(seq 1 "$ROUNDS"); do
 	base+=("$(tps "$WORK/sql.sql")")
+	base_audit+=("$(tps "$WORK/sql_audit.sql")")
 	ext+=("$(tps "$WORK/ext.sql")")
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 mb=$(median "${base[@]}")
 me=$(median "${ext[@]}")
 ratio=$(awk -v a="$me" -v b="$mb" 'BEGIN {printf "%.2f", a / b}')
+mba=$(median "${base_audit[@]}")
+ratio_audit=$(awk -v a="$me" -v b="$mba" 'BEGIN {printf "%.2f", a / b}')
 made=$(q -c "SELECT count(*) FROM \"Payments\"")
 echo "payments: payment.create vs hand-written SQL, $CLIENTS clients, $ROUNDS x ${SECONDS_PER_RUN}s alternating"
 echo "  hand-written SQL tps: ${base[*]} (median $mb)"
 echo "  payment.create   tps: ${ext[*]} (median $me; $made payments made)"
-echo "RESULT payments | payment.create vs hand-written INSERTs | $me tps | $mb tps | $ratio"
+echo "  hand-written SQL + audit INSERT tps: ${base_audit[*]} (median $mba)"
+echo "RESULT payments | payment.create (audited, hash-chained) vs hand-written INSERTs without audit | $me tps | $mb tps | $ratio"
+echo "RESULT payments | payment.create (audited, hash-chained) vs hand-written INSERTs + audit INSERT | $me tps | $mba tps | $ratio_audit"
 psql -X -q -d postgres -c "DROP DATABASE $DB" >/dev/null 2>&1 || true
