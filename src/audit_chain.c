@@ -488,6 +488,20 @@ pe_audit_chain_trigger(PG_FUNCTION_ARGS)
 	nulls = palloc(sizeof(bool) * tupdesc->natts);
 	heap_deform_tuple(tuple, tupdesc, values, nulls);
 
+	/*
+	 * A row that already carries a full chain hash comes from a dump (or a
+	 * copy of another log): chaining it again would silently rewrite the
+	 * trail it belongs to, so it is refused outside restore mode.  Other
+	 * values in the chain columns are overwritten, as always.
+	 */
+	if (chain_attrs.att_rowhash > 0 && !nulls[chain_attrs.att_rowhash - 1] &&
+		VARSIZE_ANY_EXHDR(DatumGetByteaPP(values[chain_attrs.att_rowhash - 1])) == CHAIN_HASH_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot insert an audit row that already carries a chain hash"),
+				 errdetail("A \"PaymentAuditLog\" row with a 32-byte \"RowHash\" comes from a dump; chaining it again would rewrite the audit trail."),
+				 errhint("To restore a dump, run pg_restore as a superuser with PGOPTIONS='-c payment_ext.restoring=on' (README \"Operations\").")));
+
 	/* the chain: the payment, else the row, else the system chain */
 	is_payment = !nulls[chain_attrs.att[CHAIN_COL_PAYMENT] - 1];
 	is_row = false;
