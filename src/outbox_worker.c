@@ -365,7 +365,9 @@ pe_worker_state(PG_FUNCTION_ARGS)
 	nulls[1] = !running;
 	values[2] = CStringGetTextDatum(worker_shared == NULL ?
 									"not running: payment_ext is not in shared_preload_libraries" :
-									running ? s.state : "not running");
+									running ? s.state :
+									RecoveryInProgress() ? "not running: this server is a standby" :
+									"not running");
 	values[3] = TimestampTzGetDatum(s.started_at);
 	nulls[3] = (s.started_at == 0);
 	values[4] = TimestampTzGetDatum(s.last_wake);
