@@ -21,7 +21,7 @@ set -uo pipefail
 source "$PE_WORK/repo/test/worker_lib.sh"
 trap w_cleanup EXIT
 
-echo "1..26"
+echo "1..25"
 
 C=ops_up
 W_URL=http://127.0.0.1:9
