@@ -18,7 +18,7 @@ set -uo pipefail
 source "$PE_WORK/repo/test/worker_lib.sh"
 trap w_cleanup EXIT
 
-echo "1..14"
+echo "1..16"
 
 S=ops_src
 D=ops_dst
@@ -64,7 +64,7 @@ pe_cluster_stop $S
 # --- the target: a fresh cluster with the same keyring, a worker and the stand-in ----------
 cp "$PE_WORK/$S.keyring" "$PE_WORK/$D.keyring"
 chmod 600 "$PE_WORK/$D.keyring"
-w_cluster $D
+w_cluster $D "log_min_messages = debug1"
 w_sql $D "CREATE DATABASE restored" >/dev/null
 w_sql $D "CREATE DATABASE plain" >/dev/null
 
@@ -114,5 +114,11 @@ ids = open('$PE_WORK/ops.completed').read().split()
 print(sorted(set(j['by_payment_id'].get(i, {}).get('charges', 0) for i in ids)), j['counts']['charges'])")" "[1] $((N + 1))" \
 	"  the ledger: each charged exactly once, nothing else charged"
 is "$(rq "SELECT payment.verify_audit()")" "t" "  the chains, continued by the worker from the restored heads, verify"
+SENT=$(grep -c "DEBUG:  payment_ext outbox worker: sending outbox row [0-9]* (payment_intent.create, attempt 1)" "$PE_WORK/$D.log")
+DONE=$(grep -c "DEBUG:  payment_ext outbox worker: outbox row [0-9]* (payment_intent.create, attempt 1): HTTP 200, done" "$PE_WORK/$D.log")
+is "$SENT $DONE" "$PENDING $PENDING" "the worker logged one DEBUG1 line per request sent and per outcome"
+ok $(grep -q "LOG:  payment_ext outbox worker: running" "$PE_WORK/$D.log" &&
+	! grep -qF -e "$(cat "$PE_WORK/$D.stripe_key")" -e pm_card_visa -e "pe1:" "$PE_WORK/$D.log"; echo $?) \
+	"  and its phase changes at LOG, with no API key, Stripe id or sealed value in the log"
 
 w_done
