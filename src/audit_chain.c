@@ -70,6 +70,7 @@
 #include "utils/uuid.h"
 
 #include "audit.h"
+#include "payment_ext.h"
 
 /* ---------------------------------------------------------------------------
  * Constants
@@ -470,6 +471,14 @@ pe_audit_chain_trigger(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("payment.audit_chain_trigger() must be fired BEFORE INSERT FOR EACH ROW")));
 
+	/*
+	 * pg_restore in restore mode: the row keeps the sequence number and
+	 * hashes it was dumped with, and payment.audit_chain_heads is restored
+	 * from the same dump, so the chains verify as they did.
+	 */
+	if (pe_restoring_insert(trigdata->tg_event))
+		return PointerGetDatum(trigdata->tg_trigtuple);
+
 	rel = trigdata->tg_relation;
 	tupdesc = RelationGetDescr(rel);
 	tuple = trigdata->tg_trigtuple;
@@ -478,6 +487,20 @@ pe_audit_chain_trigger(PG_FUNCTION_ARGS)
 	values = palloc(sizeof(Datum) * tupdesc->natts);
 	nulls = palloc(sizeof(bool) * tupdesc->natts);
 	heap_deform_tuple(tuple, tupdesc, values, nulls);
+
+	/*
+	 * A row that already carries a full chain hash comes from a dump (or a
+	 * copy of another log): chaining it again would silently rewrite the
+	 * trail it belongs to, so it is refused outside restore mode.  Other
+	 * values in the chain columns are overwritten, as always.
+	 */
+	if (chain_attrs.att_rowhash > 0 && !nulls[chain_attrs.att_rowhash - 1] &&
+		VARSIZE_ANY_EXHDR(DatumGetByteaPP(values[chain_attrs.att_rowhash - 1])) == CHAIN_HASH_LEN)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("cannot insert an audit row that already carries a chain hash"),
+				 errdetail("A \"PaymentAuditLog\" row with a 32-byte \"RowHash\" comes from a dump; chaining it again would rewrite the audit trail."),
+				 errhint("To restore a dump, run pg_restore as a superuser with PGOPTIONS='-c payment_ext.restoring=on' (README \"Operations\").")));
 
 	/* the chain: the payment, else the row, else the system chain */
 	is_payment = !nulls[chain_attrs.att[CHAIN_COL_PAYMENT] - 1];

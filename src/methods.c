@@ -92,6 +92,9 @@ pe_payment_methods_expiry_trigger(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("pe_payment_methods_expiry_trigger: must be fired BEFORE INSERT OR UPDATE FOR EACH ROW")));
+	/* pg_restore in restore mode: a card saved then may have expired since */
+	if (pe_restoring_insert(trigdata->tg_event))
+		return PointerGetDatum(trigdata->tg_trigtuple);
 
 	tupdesc = trigdata->tg_relation->rd_att;
 	newtuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?

@@ -712,4 +712,14 @@ pe_outbox_record_one(OutboxItem *item, OutboxTally *tally)
 	}
 	if (o.cls != OUTCOME_SUCCESS && o.last_error != NULL)
 		strlcpy(tally->last_error, o.last_error, sizeof(tally->last_error));
+
+	/* one line per request at DEBUG1: no key, no Stripe id, no body */
+	ereport(DEBUG1,
+			(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+			 errmsg_internal("payment_ext outbox worker: outbox row " INT64_FORMAT " (%s, attempt %d): HTTP %d, %s",
+							 item->id, pe_outbox_kind_name(item->kind), item->attempts,
+							 (int) o.http_status,
+							 o.cls == OUTCOME_SUCCESS ? "done" :
+							 o.cls == OUTCOME_FINAL ? "refused for good" :
+							 o.cls == OUTCOME_RETRY ? "to retry" : "dead")));
 }

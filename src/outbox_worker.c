@@ -284,7 +284,23 @@ pe_outbox_wake_trigger(PG_FUNCTION_ARGS)
 	return PointerGetDatum(NULL);
 }
 
-/* Set the worker's state name (shared status and pg_stat_activity). */
+/*
+ * The phase a state belongs to: "idle" and "sending" alternate with every
+ * batch and are both "running"; every other state is its own phase.
+ */
+static const char *
+status_phase(const char *state)
+{
+	if (strcmp(state, "idle") == 0 || strcmp(state, "sending") == 0)
+		return "running";
+	return state;
+}
+
+/*
+ * Set the worker's state name (shared status and pg_stat_activity).  A
+ * change of phase (starting, waiting: ..., running, error recovery) is one
+ * LOG line; idle <-> sending only DEBUG2.
+ */
 static void
 status_set(const char *state)
 {
@@ -292,6 +308,14 @@ status_set(const char *state)
 
 	if (strcmp(last, state) == 0)
 		return;
+	if (strcmp(status_phase(last), status_phase(state)) != 0)
+		ereport(LOG,
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg("payment_ext outbox worker: %s", status_phase(state))));
+	else
+		ereport(DEBUG2,
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg_internal("payment_ext outbox worker: %s", state)));
 	strlcpy(last, state, sizeof(last));
 	if (worker_shared != NULL)
 	{
@@ -341,7 +365,9 @@ pe_worker_state(PG_FUNCTION_ARGS)
 	nulls[1] = !running;
 	values[2] = CStringGetTextDatum(worker_shared == NULL ?
 									"not running: payment_ext is not in shared_preload_libraries" :
-									running ? s.state : "not running");
+									running ? s.state :
+									RecoveryInProgress() ? "not running: this server is a standby" :
+									"not running");
 	values[3] = TimestampTzGetDatum(s.started_at);
 	nulls[3] = (s.started_at == 0);
 	values[4] = TimestampTzGetDatum(s.last_wake);
@@ -1029,6 +1055,10 @@ outbox_send_batch(List *items)
 		item->http.timeout_ms = pe_request_timeout_ms;
 		item->http.connect_timeout_ms = pe_connect_timeout_ms;
 		item->http.owner = item;
+		ereport(DEBUG1,
+				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
+				 errmsg_internal("payment_ext outbox worker: sending outbox row " INT64_FORMAT " (%s, attempt %d)",
+								 item->id, pe_outbox_kind_name(item->kind), item->attempts)));
 		if (pe_http_start(http, &item->http))
 			sent++;
 		else

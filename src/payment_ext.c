@@ -62,6 +62,8 @@ int			pe_retry_max_ms = 60000;
 char	   *pe_worker_role = NULL;
 
 bool		pe_suppress_row_audit = false;
+bool		pe_restoring = false;
+bool		pe_allow_drop = false;
 
 void		_PG_init(void);
 
@@ -438,6 +440,32 @@ _PG_init(void)
 							   NULL,
 							   NULL,
 							   NULL);
+
+	/*
+	 * Operations (operations.c).  Superuser-only to set; restoring is also
+	 * honoured only in a superuser's session.
+	 */
+	DefineCustomBoolVariable("payment_ext.restoring",
+							 gettext_noop("Load rows into the extension's tables exactly as given (pg_restore)."),
+							 gettext_noop("While on, in a superuser's session, INSERTs into the payment tables skip the rules, the audit and the hash-chain triggers; set it only for pg_restore."),
+							 &pe_restoring,
+							 false,
+							 PGC_SUSET,
+							 0,
+							 NULL,
+							 NULL,
+							 NULL);
+
+	DefineCustomBoolVariable("payment_ext.allow_drop",
+							 gettext_noop("Allow DROP EXTENSION payment_ext while its tables hold payments."),
+							 NULL,
+							 &pe_allow_drop,
+							 false,
+							 PGC_SUSET,
+							 0,
+							 NULL,
+							 NULL,
+							 NULL);
 
 	MarkGUCPrefixReserved("payment_ext");
 

@@ -86,6 +86,11 @@ extern Numeric pe_compute_price(Numeric full_price, Numeric discount_pct);
 extern int64 pe_minor_units(Numeric amount);
 extern int	pe_numeric_cmp(Numeric a, Numeric b);
 
+/* operations.c, and their GUCs (payment_ext.c) */
+extern bool pe_restoring;
+extern bool pe_allow_drop;
+extern bool pe_restoring_insert(uint32 event);
+
 /* payment_ext.c */
 struct FunctionCallInfoBaseData;
 extern void pe_check_arg_not_null(struct FunctionCallInfoBaseData *fcinfo, int argno,

@@ -190,6 +190,9 @@ pe_refunds_rules_trigger(PG_FUNCTION_ARGS)
 	LockedPayment lp;
 
 	pe_check_trigger(fcinfo, "pe_refunds_rules_trigger", true, true);
+	/* pg_restore in restore mode: the row as it was dumped */
+	if (pe_restoring_insert(trigdata->tg_event))
+		return PointerGetDatum(trigdata->tg_trigtuple);
 	td = RelationGetDescr(trigdata->tg_relation);
 	refund_cols_init(trigdata->tg_relation);
 
@@ -397,6 +400,9 @@ pe_refunds_sync_trigger(PG_FUNCTION_ARGS)
 	int			rc;
 
 	pe_check_trigger(fcinfo, "pe_refunds_sync_trigger", false, true);
+	/* pg_restore in restore mode: the payment was dumped up to date */
+	if (pe_restoring_insert(trigdata->tg_event))
+		return PointerGetDatum(NULL);
 	td = RelationGetDescr(trigdata->tg_relation);
 	refund_cols_init(trigdata->tg_relation);
 	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?

@@ -322,6 +322,9 @@ pe_payments_state_trigger(PG_FUNCTION_ARGS)
 	Datum		now = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 
 	pe_check_trigger(fcinfo, "pe_payments_state_trigger", true, true);
+	/* pg_restore in restore mode: the row as it was dumped */
+	if (pe_restoring_insert(trigdata->tg_event))
+		return PointerGetDatum(trigdata->tg_trigtuple);
 	td = RelationGetDescr(trigdata->tg_relation);
 	payment_cols_init(trigdata->tg_relation);
 

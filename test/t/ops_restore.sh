@@ -1,0 +1,124 @@
+#!/usr/bin/env bash
+#
+# test/t/ops_restore.sh — pg_dump -Fc of a database using payment_ext, and
+# pg_restore into a fresh cluster (same keyring, its own worker and Stripe
+# stand-in), as README "Operations" tells a DBA to do it:
+#
+#   PGOPTIONS='-c payment_ext.restoring=on' pg_restore --single-transaction -d DB dump
+#
+# Every row of every table the extension keeps comes back unchanged (the
+# spec's tables, the outbox and its sequence, intents, idempotency keys,
+# audit chain heads), no audit row is added, the chains verify; the same
+# restore without restore mode fails and leaves nothing.  Then the worker
+# is pointed at the restored database: the pending outbox drains, each
+# payment charged once, and the chains (continued by the worker) verify.
+# Prints TAP.
+#
+set -uo pipefail
+source "$PE_WORK/repo/test/worker_lib.sh"
+trap w_cleanup EXIT
+
+echo "1..16"
+
+S=ops_src
+D=ops_dst
+N=40
+w_standin_start ops_rs
+
+# --- the source: no worker, so the outbox stays pending ------------------------------------
+w_cluster $S "shared_preload_libraries = ''"
+"$PE_BIN/psql" -h "$PE_WORK/$S.sock" -p 5432 -U postgres -d postgres -X -q -o /dev/null \
+	-f "$PE_WORK/repo/test/ops_seed.sql" >"$PE_WORK/$S.seed.log" 2>&1
+ok $? "source: the seed data (test/ops_seed.sql)"
+w_sql $S "
+INSERT INTO \"Users\" (\"Id\", \"SceneName\", \"Email\")
+SELECT ('41000000-0000-0000-0000-' || lpad(i::text, 12, '0'))::uuid, 'bulk' || i, 'bulk' || i || '@example.org'
+  FROM generate_series(1, $N) i;
+INSERT INTO \"EventRegistrations\" (\"Id\", \"EventId\", \"UserId\")
+SELECT ('61000000-0000-0000-0000-' || lpad(i::text, 12, '0'))::uuid, '50000000-0000-0000-0000-000000000001',
+       ('41000000-0000-0000-0000-' || lpad(i::text, 12, '0'))::uuid
+  FROM generate_series(1, $N) i;
+SELECT count(payment.create(('61000000-0000-0000-0000-' || lpad(i::text, 12, '0'))::uuid,
+                            ('41000000-0000-0000-0000-' || lpad(i::text, 12, '0'))::uuid,
+                            25.00, stripe_payment_method => 'pm_card_visa'))
+  FROM generate_series(1, $N) i;" >/dev/null
+PENDING=$(w_sql $S "SELECT count(*) FROM payment.outbox WHERE state = 'pending'")
+is "$PENDING" "$((N + 2))" "source: $((N + 2)) outbox rows pending (the worker is not running there)"
+
+"$PE_BIN/pg_dump" -h "$PE_WORK/$S.sock" -p 5432 -U postgres -d postgres -Fc -f "$PE_WORK/ops.dump" 2>"$PE_WORK/ops.dump.log"
+ok $? "pg_dump -Fc"
+
+# content DB CLUSTER: a digest per table the extension keeps
+TABLES='"Users" "Events" "EventRegistrations" "Payments" "PaymentMethods" "PaymentRefunds" "PaymentAuditLog" "PaymentFailures" payment.outbox payment.intents payment.idempotency_keys payment.audit_chain_heads'
+content() {
+	local t sql="SELECT concat_ws(' '"
+	for t in $TABLES; do
+		sql="$sql, (SELECT count(*) || ':' || md5(coalesce(string_agg(x::text, E'\\n' ORDER BY x::text), '')) FROM $t x)"
+	done
+	sql="$sql, (SELECT last_value FROM payment.outbox_id_seq))"
+	"$PE_BIN/psql" -h "$PE_WORK/$2.sock" -p 5432 -U postgres -d "$1" -X -qAt -v ON_ERROR_STOP=1 -c "$sql"
+}
+SRC=$(content postgres $S)
+pe_cluster_stop $S
+
+# --- the target: a fresh cluster with the same keyring, a worker and the stand-in ----------
+cp "$PE_WORK/$S.keyring" "$PE_WORK/$D.keyring"
+chmod 600 "$PE_WORK/$D.keyring"
+w_cluster $D "log_min_messages = debug1"
+w_sql $D "CREATE DATABASE restored" >/dev/null
+w_sql $D "CREATE DATABASE plain" >/dev/null
+
+# without restore mode the triggers fire: the restore fails as a whole
+"$PE_BIN/pg_restore" -h "$PE_WORK/$D.sock" -p 5432 -U postgres -d plain --single-transaction \
+	"$PE_WORK/ops.dump" >"$PE_WORK/ops.plain.log" 2>&1
+RC=$?
+is "$RC|$(w_sql $D "SELECT count(*) FROM pg_database d WHERE datname = 'plain'")|$("$PE_BIN/psql" -h "$PE_WORK/$D.sock" -p 5432 -U postgres -d plain -X -qAt -c "SELECT count(*) FROM pg_extension WHERE extname = 'payment_ext'")" \
+	"1|1|0" "without payment_ext.restoring the restore fails and leaves nothing"
+ok $(grep -q "cannot insert an audit row that already carries a chain hash" "$PE_WORK/ops.plain.log"; echo $?) \
+	"  refused by the chain trigger, which will not re-chain dumped audit rows"
+
+PGOPTIONS='-c payment_ext.restoring=on' "$PE_BIN/pg_restore" -h "$PE_WORK/$D.sock" -p 5432 -U postgres \
+	-d restored --single-transaction "$PE_WORK/ops.dump" >"$PE_WORK/ops.restore.log" 2>&1
+ok $? "PGOPTIONS='-c payment_ext.restoring=on' pg_restore --single-transaction succeeds"
+[ -s "$PE_WORK/ops.restore.log" ] && sed 's/^/# /' "$PE_WORK/ops.restore.log" | head -20
+
+DST=$(content restored $D)
+is "$DST" "$SRC" "every row of every table (payments, refunds, audit log, saved cards, failures, outbox and its sequence, intents, idempotency keys, chain heads) as dumped"
+rq() {
+	"$PE_BIN/psql" -h "$PE_WORK/$D.sock" -p 5432 -U postgres -d restored -X -qAt -v ON_ERROR_STOP=1 -c "$1"
+}
+is "$(rq "SELECT payment.verify_audit()")" "t" "the audit chains verify after the restore"
+is "$(rq "SELECT payment.decrypt(\"EncryptedStripePaymentMethodId\", 'PaymentMethods.EncryptedStripePaymentMethodId:' || \"Id\") FROM \"PaymentMethods\"")" \
+	"pm_card_mastercard" "sealed values open with the keyring copied along"
+
+# --- the worker resumes the restored outbox ------------------------------------------------------
+w_sql $D "ALTER SYSTEM SET payment_ext.database = 'restored'" >/dev/null
+w_sql $D "SELECT pg_reload_conf()" >/dev/null
+W=$(w_wait $D "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'payment_ext outbox worker' AND datname = 'restored'" 1 30)
+is "$W" "1" "the worker follows payment_ext.database to the restored database"
+GOT=""
+deadline=$(($(date +%s) + 60))
+while [ "$(date +%s)" -lt "$deadline" ]; do
+	GOT=$(rq "SELECT count(*) FROM payment.outbox WHERE state IN ('pending', 'sending')")
+	[ "$GOT" = 0 ] && break
+	sleep 0.2
+done
+is "$GOT" "0" "the restored backlog drains ($PENDING rows)"
+is "$(rq "SELECT count(*) FROM \"Payments\" WHERE \"Status\" = 1")" "$((N + 1))" \
+	"  $((N + 1)) payments Completed (the card payments), the rest as they were"
+rq "SELECT \"Id\" FROM \"Payments\" WHERE \"Status\" = 1" >"$PE_WORK/ops.completed"
+is "$(w_http GET /_test/ledger | python3 -c "
+import json, sys
+j = json.load(sys.stdin)
+ids = open('$PE_WORK/ops.completed').read().split()
+print(sorted(set(j['by_payment_id'].get(i, {}).get('charges', 0) for i in ids)), j['counts']['charges'])")" "[1] $((N + 1))" \
+	"  the ledger: each charged exactly once, nothing else charged"
+is "$(rq "SELECT payment.verify_audit()")" "t" "  the chains, continued by the worker from the restored heads, verify"
+SENT=$(grep -c "DEBUG:  payment_ext outbox worker: sending outbox row [0-9]* (payment_intent.create, attempt 1)" "$PE_WORK/$D.log")
+DONE=$(grep -c "DEBUG:  payment_ext outbox worker: outbox row [0-9]* (payment_intent.create, attempt 1): HTTP 200, done" "$PE_WORK/$D.log")
+is "$SENT $DONE" "$PENDING $PENDING" "the worker logged one DEBUG1 line per request sent and per outcome"
+ok $(grep -q "LOG:  payment_ext outbox worker: running" "$PE_WORK/$D.log" &&
+	! grep -qF -e "$(cat "$PE_WORK/$D.stripe_key")" -e pm_card_visa -e "pe1:" "$PE_WORK/$D.log"; echo $?) \
+	"  and its phase changes at LOG, with no API key, Stripe id or sealed value in the log"
+
+w_done
