@@ -27,7 +27,10 @@ OBJS = \
 	src/save_method.o \
 	src/http.o \
 	src/outbox_worker.o \
-	src/outbox_outcome.o
+	src/outbox_outcome.o \
+	src/webhook.o \
+	src/webhook_apply.o \
+	src/resolve.o
 
 # Install script parts, in this order.
 SQL_PARTS = \
@@ -40,6 +43,7 @@ SQL_PARTS = \
 	src/sql/35_audit.sql \
 	src/sql/40_vault.sql \
 	src/sql/50_worker.sql \
+	src/sql/60_webhooks.sql \
 	src/sql/70_security.sql
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
