@@ -109,9 +109,9 @@ static PePlan failure_insert_plan = {
 	6, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, INT4OID}, NULL, 0
 };
 /*
- * A terminal PaymentIntent status (succeeded, canceled) that a webhook
- * reported first is never replaced by a non-terminal one from an answer
- * that was on its way meanwhile.
+ * A terminal PaymentIntent status (succeeded, canceled) is final at
+ * Stripe: once reported (by a webhook, say) it is never replaced by an
+ * answer that was on its way meanwhile.
  */
 static PePlan intent_upsert_plan = {
 	"INSERT INTO payment.intents AS i (payment_id, client_secret, stripe_status, next_action,"
@@ -120,10 +120,8 @@ static PePlan intent_upsert_plan = {
 	" ON CONFLICT (payment_id) DO UPDATE SET"
 	" client_secret = COALESCE(EXCLUDED.client_secret, i.client_secret),"
 	" stripe_status = CASE WHEN i.stripe_status IN ('succeeded', 'canceled')"
-	"   AND EXCLUDED.stripe_status NOT IN ('succeeded', 'canceled')"
 	"   THEN i.stripe_status ELSE EXCLUDED.stripe_status END,"
 	" next_action = CASE WHEN i.stripe_status IN ('succeeded', 'canceled')"
-	"   AND EXCLUDED.stripe_status NOT IN ('succeeded', 'canceled')"
 	"   THEN i.next_action ELSE EXCLUDED.next_action END,"
 	" source = EXCLUDED.source, reported_at = pg_catalog.now(),"
 	" updated_at = pg_catalog.now()",

@@ -80,8 +80,7 @@ static PePlan intent_report_plan = {
 	" ON CONFLICT (payment_id) DO UPDATE SET"
 	" stripe_status = EXCLUDED.stripe_status, next_action = EXCLUDED.next_action,"
 	" source = 'webhook', reported_at = pg_catalog.now(), updated_at = pg_catalog.now()"
-	" WHERE i.stripe_status NOT IN ('succeeded', 'canceled')"
-	"    OR EXCLUDED.stripe_status IN ('succeeded', 'canceled')",
+	" WHERE i.stripe_status NOT IN ('succeeded', 'canceled')",
 	3, {UUIDOID, TEXTOID, JSONBOID}, NULL, 0
 };
 static PePlan intent_refunded_plan = {

@@ -91,7 +91,7 @@ ALTER TABLE payment.intents
 	ADD COLUMN amount_refunded bigint NULL,
 	ADD CONSTRAINT intents_source_check CHECK (source IN ('response', 'webhook', 'lookup'));
 COMMENT ON COLUMN payment.intents.stripe_status IS
-	'the latest PaymentIntent status Stripe reported; a terminal one (succeeded, canceled) is never replaced by a non-terminal one';
+	'the latest PaymentIntent status Stripe reported; a terminal one (succeeded, canceled) is never replaced';
 COMMENT ON COLUMN payment.intents.source IS
 	'where stripe_status came from: response (the worker''s request), webhook, lookup (the settler or payment.reconcile_lookup)';
 COMMENT ON COLUMN payment.intents.amount_refunded IS
