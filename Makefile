@@ -32,7 +32,10 @@ OBJS = \
 	src/http.o \
 	src/outbox_worker.o \
 	src/outbox_outcome.o \
-	src/operations.o
+	src/operations.o \
+	src/webhook.o \
+	src/webhook_apply.o \
+	src/resolve.o
 
 # Install script parts, in this order.
 SQL_PARTS = \
@@ -45,6 +48,7 @@ SQL_PARTS = \
 	src/sql/35_audit.sql \
 	src/sql/40_vault.sql \
 	src/sql/50_worker.sql \
+	src/sql/60_webhooks.sql \
 	src/sql/70_security.sql \
 	src/sql/90_grants.sql
 
@@ -69,12 +73,12 @@ PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
 
-$(EXTENSION)--$(BASE_VERSION).sql: $(SQL_PARTS)
+$(EXTENSION)--$(BASE_VERSION).sql: $(SQL_PARTS) Makefile
 	cat $(SQL_PARTS) > $@
 
 # The fresh install script: the header names its version, then the parts,
 # then every upgrade script (CREATE EXTENSION drops their \echo guards).
-$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS) $(UPDATES) $(EXTENSION).control
+$(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS) $(UPDATES) $(EXTENSION).control Makefile
 	{ sed '2s/version $(BASE_VERSION)\./version $(EXTVERSION) (the $(BASE_VERSION) parts, then src\/sql\/updates\/)./' $(firstword $(SQL_PARTS)); \
 	  cat $(wordlist 2,$(words $(SQL_PARTS)),$(SQL_PARTS)) $(UPDATES); } > $@
 

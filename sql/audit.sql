@@ -11,7 +11,8 @@ SET application_name = 'audit-test';
 -- empty tables to start from (superuser); audit row ids made predictable
 -- for this test only, so NOTICEs that name a row are stable
 TRUNCATE "PaymentAuditLog", payment.audit_chain_heads, "PaymentMethods", "PaymentRefunds",
-	"PaymentFailures", payment.outbox, payment.intents, "Payments", "EventRegistrations", "Events", "Users";
+	"PaymentFailures", payment.outbox, payment.intents, payment.stripe_refs, payment.refund_states,
+	payment.disputes, payment.webhook_events, "Payments", "EventRegistrations", "Events", "Users";
 TRUNCATE "PaymentAuditLog", payment.audit_chain_heads;
 CREATE SEQUENCE audit_test_ids;
 ALTER TABLE "PaymentAuditLog" ALTER COLUMN "Id"

@@ -117,4 +117,5 @@ RESET session_replication_role;
 -- clean up for the next test (superuser: payments are otherwise never
 -- deleted, and the audit log that references them is append-only)
 TRUNCATE "PaymentAuditLog", payment.audit_chain_heads, "PaymentMethods", "PaymentRefunds",
-	"PaymentFailures", payment.outbox, payment.intents, "Payments", "EventRegistrations", "Events", "Users";
+	"PaymentFailures", payment.outbox, payment.intents, payment.stripe_refs, payment.refund_states,
+	payment.disputes, payment.webhook_events, "Payments", "EventRegistrations", "Events", "Users";

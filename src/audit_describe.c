@@ -181,6 +181,17 @@ pe_audit_classify_insert(AuditEntry *e, AuditRelCache *entry, Datum *values,
 }
 
 /* Action and description of an UPDATE that changed something. */
+/* Is this row the payment that payment.resolve() is updating? */
+static bool
+audit_resolving(AuditRelCache *entry, Datum *values, bool *nulls)
+{
+	if (!pe_resolve_active || pe_resolve_reason == NULL || entry->att_id == 0 ||
+		nulls[entry->att_id - 1])
+		return false;
+	return memcmp(DatumGetUUIDP(values[entry->att_id - 1]), &pe_resolve_payment,
+				  UUID_LEN) == 0;
+}
+
 void
 pe_audit_classify_update(AuditEntry *e, AuditRelCache *entry,
 					  Datum *oldvalues, bool *oldnulls,
@@ -233,6 +244,9 @@ pe_audit_classify_update(AuditEntry *e, AuditRelCache *entry,
 				appendStringInfo(d, ": %s -> %s",
 								 audit_status_text(entry->kind, from),
 								 audit_status_text(entry->kind, to));
+				if (audit_resolving(entry, newvalues, newnulls))
+					appendStringInfo(d, ", resolved by payment.resolve, reason: %s",
+									 pe_resolve_reason);
 				if (to == PE_PAYMENT_REFUNDED ||
 					to == PE_PAYMENT_PARTIALLY_REFUNDED)
 					appendStringInfo(d, ", refunded %s of %s",

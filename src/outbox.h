@@ -32,7 +32,8 @@ typedef enum OutboxKind
 	OUTBOX_PI_CREATE,			/* payment_intent.create: POST /v1/payment_intents */
 	OUTBOX_REFUND_CREATE,		/* refund.create: POST /v1/refunds */
 	OUTBOX_PI_RETRIEVE,			/* payment_intent.retrieve: GET /v1/payment_intents/{id} */
-	OUTBOX_PI_CANCEL			/* payment_intent.cancel: POST .../{id}/cancel */
+	OUTBOX_PI_CANCEL,			/* payment_intent.cancel: POST .../{id}/cancel */
+	OUTBOX_PI_SEARCH			/* payment_intent.search: GET .../search?query= */
 } OutboxKind;
 
 typedef struct OutboxItem
@@ -67,5 +68,8 @@ extern void pe_outbox_mark(int64 id, const char *state, double delay_ms,
 						   int http_status, const char *last_error);
 extern char *pe_outbox_scrub(const char *text, int maxlen);
 extern const char *pe_outbox_kind_name(OutboxKind kind);
+
+/* outbox_worker.c: the settler's turn (in a transaction of the worker) */
+extern int	pe_outbox_settle(void);
 
 #endif							/* PE_OUTBOX_H */

@@ -47,6 +47,7 @@
 #include "outbox.h"
 #include "payment_ext.h"
 #include "vault.h"
+#include "webhook.h"
 
 /* Longest "FailureCode" ("PaymentFailures"."FailureCode" is varchar(50)) */
 #define OUTCOME_CODE_MAX		50
@@ -107,14 +108,43 @@ static PePlan failure_insert_plan = {
 	" VALUES ($1, $2, $3, $4, $5, $6)",
 	6, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID, INT4OID}, NULL, 0
 };
+/*
+ * A terminal PaymentIntent status (succeeded, canceled) is final at
+ * Stripe: once reported (by a webhook, say) it is never replaced by an
+ * answer that was on its way meanwhile.
+ */
 static PePlan intent_upsert_plan = {
-	"INSERT INTO payment.intents AS i (payment_id, client_secret, stripe_status, next_action)"
-	" VALUES ($1, $2, $3, $4)"
+	"INSERT INTO payment.intents AS i (payment_id, client_secret, stripe_status, next_action,"
+	" source, reported_at)"
+	" VALUES ($1, $2, $3, $4, $5, pg_catalog.now())"
 	" ON CONFLICT (payment_id) DO UPDATE SET"
 	" client_secret = COALESCE(EXCLUDED.client_secret, i.client_secret),"
-	" stripe_status = EXCLUDED.stripe_status, next_action = EXCLUDED.next_action,"
+	" stripe_status = CASE WHEN i.stripe_status IN ('succeeded', 'canceled')"
+	"   THEN i.stripe_status ELSE EXCLUDED.stripe_status END,"
+	" next_action = CASE WHEN i.stripe_status IN ('succeeded', 'canceled')"
+	"   THEN i.next_action ELSE EXCLUDED.next_action END,"
+	" source = EXCLUDED.source, reported_at = pg_catalog.now(),"
 	" updated_at = pg_catalog.now()",
-	4, {UUIDOID, TEXTOID, TEXTOID, JSONBOID}, NULL, 0
+	5, {UUIDOID, TEXTOID, TEXTOID, JSONBOID, TEXTOID}, NULL, 0
+};
+static PePlan expired_plan = {
+	"SELECT \"CreatedAt\" < pg_catalog.now() - $2 * interval '1 second'"
+	" FROM @S@.\"Payments\" WHERE \"Id\" = $1 AND \"Status\" = 0",
+	2, {UUIDOID, INT4OID}, NULL, 0
+};
+static PePlan cancel_enqueue_plan = {
+	"INSERT INTO payment.outbox (kind, payment_id, request, idempotency_key)"
+	" VALUES ('payment_intent.cancel', $1,"
+	" '{\"cancellation_reason\": \"abandoned\"}', 'pe-' || $1 || '-cancel-' || $2)"
+	" ON CONFLICT (idempotency_key) DO NOTHING",
+	2, {UUIDOID, INT8OID}, NULL, 0
+};
+static PePlan refund_state_plan = {
+	"INSERT INTO payment.refund_states AS s (refund_id, stripe_status, source)"
+	" VALUES ($1, $2, 'response')"
+	" ON CONFLICT (refund_id) DO UPDATE SET stripe_status = EXCLUDED.stripe_status,"
+	" source = EXCLUDED.source, reported_at = pg_catalog.now()",
+	2, {UUIDOID, TEXTOID}, NULL, 0
 };
 static PePlan refund_set_plan = {
 	"UPDATE @S@.\"PaymentRefunds\" SET \"RefundStatus\" = $2, \"EncryptedStripeRefundId\" = $3"
@@ -141,6 +171,8 @@ pe_outbox_kind_name(OutboxKind kind)
 			return "payment_intent.retrieve";
 		case OUTBOX_PI_CANCEL:
 			return "payment_intent.cancel";
+		case OUTBOX_PI_SEARCH:
+			return "payment_intent.search";
 	}
 	return "?";
 }
@@ -488,6 +520,15 @@ record_payment_failed(OutboxItem *item, Outcome *o, const char *code, const char
 	json_append(&details, "request_id", item->http.request_id[0] ? item->http.request_id : NULL, false);
 	appendStringInfo(&details, ", \"http_status\": %d}", o->http_status);
 
+	/* the failure is recorded only for a payment that it fails */
+	args[0] = UUIDPGetDatum(&item->payment_id);
+	if (outcome_exec(&payment_fail_plan, args, NULL) == 0)
+	{
+		o->last_error = psprintf("%s (payment was no longer Pending)",
+								 o->last_error ? o->last_error : "failed");
+		return;
+	}
+
 	fcode = pnstrdup(code, OUTCOME_CODE_MAX);
 	args[0] = fid;
 	args[1] = UUIDPGetDatum(&item->payment_id);
@@ -498,24 +539,45 @@ record_payment_failed(OutboxItem *item, Outcome *o, const char *code, const char
 											   DatumGetUUIDP(fid)));
 	args[5] = Int32GetDatum(Max(item->attempts - 1, 0));
 	outcome_exec(&failure_insert_plan, args, NULL);
+}
 
-	if (outcome_exec(&payment_fail_plan, args + 1, NULL) == 0)
-		o->last_error = psprintf("%s (payment was no longer Pending)",
-								 o->last_error ? o->last_error : "failed");
+/*
+ * A lookup (retrieve, search) found the PaymentIntent of a payment that is
+ * still Pending, not finished at Stripe either: when the payment is older
+ * than payment_ext.pending_ttl, queue the cancellation that expires it.
+ */
+static void
+settle_expire_if_old(OutboxItem *item, Outcome *o, const char *status)
+{
+	Datum		args[2];
+	bool		isnull;
+	int			rc;
+
+	if (strcmp(status, "processing") == 0)
+		return;					/* Stripe is still at it: look again later */
+	args[0] = UUIDPGetDatum(&item->payment_id);
+	args[1] = Int32GetDatum(pe_pending_ttl);
+	rc = SPI_execute_plan(pe_plan(&expired_plan), args, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "checking a payment's age failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0 || !DatumGetBool(pe_spi_getdatum(0, 1, &isnull)))
+		return;
+	args[1] = Int64GetDatum(item->id);
+	outcome_exec(&cancel_enqueue_plan, args, NULL);
+	o->last_error = psprintf("PaymentIntent %s past payment_ext.pending_ttl: canceling it", status);
 }
 
 /* A PaymentIntent came back: record it by its status. */
 static void
-record_payment_intent(OutboxItem *item, Outcome *o)
+record_payment_intent(OutboxItem *item, Outcome *o, JsonbContainer *pi)
 {
-	JsonbContainer *pi = &o->object->root;
 	char	   *id = jb_text(pi, "id");
 	char	   *status = jb_text(pi, "status");
 	char	   *secret = jb_text(pi, "client_secret");
 	JsonbContainer *next = jb_object(pi, "next_action");
 	char	   *sealed_id;
-	Datum		args[4];
-	char		nulls[4] = {' ', ' ', ' ', ' '};
+	Datum		args[5];
+	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	char	   *pid = DatumGetCString(DirectFunctionCall1(uuid_out,
 														  UUIDPGetDatum(&item->payment_id)));
 
@@ -547,9 +609,17 @@ record_payment_intent(OutboxItem *item, Outcome *o)
 	}
 	else
 		nulls[3] = 'n';
+	args[4] = CStringGetTextDatum(item->kind == OUTBOX_PI_RETRIEVE ||
+								  item->kind == OUTBOX_PI_SEARCH ? "lookup" : "response");
 	outcome_exec(&intent_upsert_plan, args, nulls);
 	if (secret != NULL)
 		explicit_bzero(secret, strlen(secret));
+	pe_stripe_ref_add(id, "payment_intent", &item->payment_id, NULL);
+	{
+		char	   *charge = jb_text(pi, "latest_charge");
+
+		pe_stripe_ref_add(charge, "charge", &item->payment_id, NULL);
+	}
 
 	args[1] = CStringGetTextDatum(sealed_id);
 	if (strcmp(status, "succeeded") == 0)
@@ -562,16 +632,90 @@ record_payment_intent(OutboxItem *item, Outcome *o)
 		char	   *reason = jb_text(pi, "cancellation_reason");
 
 		outcome_exec(&payment_intent_plan, args, NULL);
-		o->last_error = psprintf("PaymentIntent canceled (%s)", reason ? reason : "no reason");
-		record_payment_failed(item, o, "canceled", o->last_error);
+		o->last_error = psprintf("PaymentIntent canceled (%s)",
+								 reason ? pe_outbox_scrub(reason, 60) : "no reason");
+		/* the settler's own cancellation expires the payment */
+		record_payment_failed(item, o,
+							  item->kind == OUTBOX_PI_CANCEL ||
+							  (reason != NULL && (strcmp(reason, "abandoned") == 0 ||
+												  strcmp(reason, "expired") == 0 ||
+												  strcmp(reason, "automatic") == 0)) ?
+							  "expired" : "canceled",
+							  o->last_error);
 	}
 	else
 	{
 		/* requires_action, requires_payment_method, processing, ...: Pending */
 		outcome_exec(&payment_intent_plan, args, NULL);
 		o->last_error = psprintf("PaymentIntent %s", status);
+		if (item->kind == OUTBOX_PI_RETRIEVE || item->kind == OUTBOX_PI_SEARCH)
+			settle_expire_if_old(item, o, status);
 	}
 	explicit_bzero(id, strlen(id));
+}
+
+/*
+ * A search by metadata[payment_id] came back: record the PaymentIntent it
+ * found (a succeeded one first, else the newest), or, when Stripe has none,
+ * expire the payment: nothing was ever charged for it.
+ */
+static void
+record_search(OutboxItem *item, Outcome *o)
+{
+	JsonbValue *v = getKeyJsonValueFromContainer(&o->object->root, "data", 4, NULL);
+	JsonbContainer *best = NULL;
+	long		best_created = -1;
+	bool		best_succeeded = false;
+
+	if (v == NULL || v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
+	{
+		o->cls = OUTCOME_RETRY;
+		o->last_error = pstrdup("search answer without a data list");
+		return;
+	}
+	{
+		JsonbIterator *it = JsonbIteratorInit(v->val.binary.data);
+		JsonbValue	e;
+		JsonbIteratorToken tok;
+
+		while ((tok = JsonbIteratorNext(&it, &e, true)) != WJB_DONE)
+		{
+			JsonbContainer *pi;
+			char	   *st;
+			char	   *cr;
+			char	   *md_pid;
+			long		created;
+			bool		succeeded;
+
+			if (tok != WJB_ELEM || e.type != jbvBinary || !JsonContainerIsObject(e.val.binary.data))
+				continue;
+			pi = e.val.binary.data;
+			md_pid = jb_text(jb_object(pi, "metadata"), "payment_id");
+			if (md_pid == NULL ||
+				pg_strcasecmp(md_pid, DatumGetCString(DirectFunctionCall1(uuid_out,
+																		  UUIDPGetDatum(&item->payment_id)))) != 0)
+				continue;		/* not ours after all */
+			st = jb_text(pi, "status");
+			cr = jb_text(pi, "created");
+			created = cr ? strtol(cr, NULL, 10) : 0;
+			succeeded = st != NULL && strcmp(st, "succeeded") == 0;
+			if (best == NULL || (succeeded && !best_succeeded) ||
+				(succeeded == best_succeeded && created > best_created))
+			{
+				best = pi;
+				best_created = created;
+				best_succeeded = succeeded;
+			}
+		}
+	}
+	if (best != NULL)
+	{
+		record_payment_intent(item, o, best);
+		return;
+	}
+	o->last_error = pstrdup("no PaymentIntent at Stripe: the payment expires");
+	record_payment_failed(item, o, "expired",
+						  "No PaymentIntent was found at Stripe for this payment; nothing was charged.");
 }
 
 /* A Refund came back: record it by its status. */
@@ -605,6 +749,9 @@ record_refund(OutboxItem *item, Outcome *o)
 		o->last_error = psprintf("refund %s", status);
 	}
 	args[0] = UUIDPGetDatum(&item->refund_id);
+	args[1] = CStringGetTextDatum(status);
+	outcome_exec(&refund_state_plan, args, NULL);
+	pe_stripe_ref_add(id, "refund", &item->payment_id, &item->refund_id);
 	args[1] = Int32GetDatum(rstatus);
 	args[2] = CStringGetTextDatum(outcome_seal(id, "PaymentRefunds", "EncryptedStripeRefundId",
 											   &item->refund_id));
@@ -644,8 +791,10 @@ pe_outbox_record_one(OutboxItem *item, OutboxTally *tally)
 	{
 		if (item->kind == OUTBOX_REFUND_CREATE)
 			record_refund(item, &o);
+		else if (item->kind == OUTBOX_PI_SEARCH)
+			record_search(item, &o);
 		else
-			record_payment_intent(item, &o);
+			record_payment_intent(item, &o, &o.object->root);
 	}
 	else if (o.cls == OUTCOME_FINAL)
 	{
@@ -672,6 +821,7 @@ pe_outbox_record_one(OutboxItem *item, OutboxTally *tally)
 				break;
 			case OUTBOX_PI_RETRIEVE:
 			case OUTBOX_PI_CANCEL:
+			case OUTBOX_PI_SEARCH:
 				/* the payment's fate is the settler's call: keep it visible */
 				o.cls = OUTCOME_DEAD;
 				break;

@@ -179,6 +179,45 @@ static PePlan sweep_plan = {
 	" WHERE state = 'sending'",
 	0, {InvalidOid}, NULL, 0
 };
+/*
+ * The settler.  A request whose first attempt is over 23 hours old is never
+ * resent (Stripe keeps idempotency keys for at least 24 hours): it is dead,
+ * and its payment is looked up instead.  A Pending payment older than
+ * payment_ext.pending_ttl, or whose create request is dead, with nothing of
+ * its own in the outbox and no lookup within the last pending_ttl, gets a
+ * lookup: GET by id when its PaymentIntent id is known, else a search by
+ * metadata[payment_id].  The answers are recorded in outbox_outcome.c.
+ */
+static PePlan settle_stale_plan = {
+	"UPDATE payment.outbox SET state = 'dead', completed_at = pg_catalog.now(),"
+	" updated_at = pg_catalog.now(),"
+	" last_error = 'not resent: the first attempt is over 23 hours old and Stripe may have forgotten its idempotency key; the payment is looked up instead'"
+	" WHERE state = 'pending' AND kind IN ('payment_intent.create', 'refund.create')"
+	" AND first_attempt_at < pg_catalog.now() - interval '23 hours'",
+	0, {InvalidOid}, NULL, 0
+};
+static PePlan settle_plan = {
+	"INSERT INTO payment.outbox (kind, payment_id, request, idempotency_key)"
+	" SELECT CASE WHEN c.has_pi THEN 'payment_intent.retrieve' ELSE 'payment_intent.search' END,"
+	"  c.id,"
+	"  CASE WHEN c.has_pi THEN '{}'::jsonb ELSE pg_catalog.jsonb_build_object('query',"
+	"    pg_catalog.format('metadata[''payment_id'']:''%s''', c.id)) END,"
+	"  'pe-' || c.id || '-lookup-' || pg_catalog.gen_random_uuid()"
+	" FROM (SELECT p.\"Id\" AS id, p.\"EncryptedStripePaymentIntentId\" IS NOT NULL AS has_pi"
+	"   FROM @S@.\"Payments\" p"
+	"  WHERE p.\"Status\" = 0"
+	"    AND (p.\"CreatedAt\" < pg_catalog.now() - $1 * interval '1 second'"
+	"         OR EXISTS (SELECT 1 FROM payment.outbox d WHERE d.payment_id = p.\"Id\""
+	"                     AND d.kind = 'payment_intent.create' AND d.state = 'dead'))"
+	"    AND NOT EXISTS (SELECT 1 FROM payment.outbox o WHERE o.payment_id = p.\"Id\""
+	"                     AND o.state IN ('pending', 'sending'))"
+	"    AND NOT EXISTS (SELECT 1 FROM payment.outbox l WHERE l.payment_id = p.\"Id\""
+	"                     AND l.kind IN ('payment_intent.retrieve', 'payment_intent.search',"
+	"                                    'payment_intent.cancel')"
+	"                     AND l.created_at > pg_catalog.now() - $1 * interval '1 second')"
+	"  ORDER BY p.\"CreatedAt\" LIMIT 100) c",
+	1, {INT4OID}, NULL, 0
+};
 static PePlan saved_method_plan = {
 	"SELECT \"EncryptedStripePaymentMethodId\" FROM @S@.\"PaymentMethods\" WHERE \"Id\" = $1",
 	1, {UUIDOID}, NULL, 0
@@ -747,6 +786,8 @@ outbox_build(ClaimedRow *r, OutboxItem *item)
 		item->kind = OUTBOX_PI_RETRIEVE;
 	else if (strcmp(r->kind, "payment_intent.cancel") == 0)
 		item->kind = OUTBOX_PI_CANCEL;
+	else if (strcmp(r->kind, "payment_intent.search") == 0)
+		item->kind = OUTBOX_PI_SEARCH;
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -831,6 +872,12 @@ outbox_build(ClaimedRow *r, OutboxItem *item)
 		path = "/v1/payment_intents";
 	else if (item->kind == OUTBOX_REFUND_CREATE)
 		path = "/v1/refunds";
+	else if (item->kind == OUTBOX_PI_SEARCH)
+	{
+		/* the query (metadata['payment_id']:'...') holds no Stripe id */
+		path = psprintf("/v1/payment_intents/search?%s", body.data);
+		item->http.body_len = 0;
+	}
 	else
 	{
 		StringInfoData p;
@@ -852,7 +899,7 @@ outbox_build(ClaimedRow *r, OutboxItem *item)
 		explicit_bzero(pi_id, strlen(pi_id));
 		path = p.data;
 	}
-	item->http.post = (item->kind != OUTBOX_PI_RETRIEVE);
+	item->http.post = (item->kind != OUTBOX_PI_RETRIEVE && item->kind != OUTBOX_PI_SEARCH);
 	item->http.url = MemoryContextAlloc(item->cxt, baselen + strlen(path) + 1);
 	memcpy(item->http.url, base, baselen);
 	strcpy(item->http.url + baselen, path);
@@ -1017,6 +1064,27 @@ outbox_claim_batch(int limit, List **items, TimestampTz *next_due)
 	}
 	xact_end();
 	return (int) n;
+}
+
+/*
+ * pe_outbox_settle
+ *		One turn of the settler (see settle_plan): returns the number of
+ *		lookups queued.  Caller: in a transaction of the worker, connected
+ *		to SPI, as the worker role.
+ */
+int
+pe_outbox_settle(void)
+{
+	Datum		arg = Int32GetDatum(pe_pending_ttl);
+	int			rc;
+
+	rc = SPI_execute_plan(pe_plan(&settle_stale_plan), NULL, NULL, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "settling stale outbox rows failed: %s", SPI_result_code_string(rc));
+	rc = SPI_execute_plan(pe_plan(&settle_plan), &arg, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "queueing lookups failed: %s", SPI_result_code_string(rc));
+	return (int) SPI_processed;
 }
 
 /* At start and after an error: rows left 'sending' are due again, same key. */
@@ -1273,6 +1341,7 @@ pe_outbox_worker_main(Datum main_arg)
 	static bool sweep_needed = true;
 	static bool poll_now = true;
 	static TimestampTz next_due_at = 0;
+	static TimestampTz next_settle_at = 0;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
@@ -1391,6 +1460,21 @@ pe_outbox_worker_main(Datum main_arg)
 			poll_now = true;
 		}
 
+		/* the settler, every quarter of pending_ttl (1 s to 60 s) */
+		now = GetCurrentTimestamp();
+		if (now >= next_settle_at)
+		{
+			int			queued;
+			long		every_ms = Min(Max((long) pe_pending_ttl * 250L, 1000L), 60000L);
+
+			xact_begin("settling");
+			queued = pe_outbox_settle();
+			xact_end();
+			next_settle_at = now + every_ms * (TimestampTz) 1000;
+			if (queued > 0)
+				poll_now = true;
+		}
+
 		/* phase 3 for what finished */
 		outbox_collect_done();
 		if (!dlist_is_empty(&done_list))
@@ -1445,6 +1529,7 @@ pe_outbox_worker_main(Datum main_arg)
 				(long) ceil((1.0 - tokens) * 1000.0 / outbox_rate());
 		else
 			timeout = Min(ms_until(now, next_due_at), OUTBOX_IDLE_POLL_MS);
+		timeout = Min(timeout, ms_until(now, next_settle_at));
 
 		status_set(pe_http_in_flight(http) > 0 ? "sending" : "idle");
 		if (worker_shared != NULL)

@@ -65,6 +65,10 @@ bool		pe_suppress_row_audit = false;
 bool		pe_restoring = false;
 bool		pe_allow_drop = false;
 
+int			pe_webhook_tolerance = 300;
+int			pe_pending_ttl = 3600;
+char	   *pe_system_user_id = NULL;
+
 void		_PG_init(void);
 
 /* ---------------------------------------------------------------------------
@@ -238,6 +242,7 @@ pe_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 			pe_suppress_row_audit = false;
+			pe_resolve_active = false;
 			pe_outbox_at_xact_end(true);
 			break;
 		case XACT_EVENT_PARALLEL_COMMIT:
@@ -245,6 +250,7 @@ pe_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_ABORT:
 		case XACT_EVENT_PREPARE:
 			pe_suppress_row_audit = false;
+			pe_resolve_active = false;
 			pe_outbox_at_xact_end(false);
 			break;
 		default:
@@ -332,6 +338,47 @@ _PG_init(void)
 							   PGC_SIGHUP,
 							   GUC_SUPERUSER_ONLY,
 							   pe_check_secret_path,
+							   pe_assign_webhook_secret,
+							   NULL);
+
+	/*
+	 * Webhooks and settling.  Reloadable only: a session must not widen the
+	 * tolerance of its own signature checks.
+	 */
+	DefineCustomIntVariable("payment_ext.webhook_tolerance",
+							gettext_noop("Largest difference between a webhook signature's timestamp and now, either way."),
+							gettext_noop("Stripe's libraries use 300 seconds."),
+							&pe_webhook_tolerance,
+							300,
+							1,
+							86400,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL,
+							NULL,
+							NULL);
+
+	DefineCustomIntVariable("payment_ext.pending_ttl",
+							gettext_noop("Age after which the outbox worker settles a Pending payment with Stripe."),
+							gettext_noop("It looks the PaymentIntent up and records its real state, or cancels it and marks the payment Failed (code expired)."),
+							&pe_pending_ttl,
+							3600,
+							1,
+							INT_MAX / 2,
+							PGC_SIGHUP,
+							GUC_UNIT_S,
+							NULL,
+							NULL,
+							NULL);
+
+	DefineCustomStringVariable("payment_ext.system_user_id",
+							   gettext_noop("The \"Users\" row that refunds made in Stripe's Dashboard are recorded as processed by."),
+							   gettext_noop("Empty: the payment_ext system user, created when the extension creates \"Users\"."),
+							   &pe_system_user_id,
+							   "",
+							   PGC_SIGHUP,
+							   0,
+							   NULL,
 							   NULL,
 							   NULL);
 

@@ -48,6 +48,22 @@ extern char *pe_keyring_passphrase_command;
 extern char *pe_stripe_api_key_file;
 extern char *pe_webhook_secret_file;
 
+/* webhooks and settling (webhook.c, webhook_apply.c, the outbox worker) */
+extern int	pe_webhook_tolerance;
+extern int	pe_pending_ttl;
+extern char *pe_system_user_id;
+extern void pe_assign_webhook_secret(const char *newval, void *extra);
+
+/*
+ * payment.resolve() (resolve.c) sets these, never SQL, for the one UPDATE
+ * it makes: the state trigger then lets that payment past the transition
+ * rules and the audit trigger writes the reason into the row's description.
+ * Restored by PG_FINALLY and reset at transaction end.
+ */
+extern bool pe_resolve_active;
+extern pg_uuid_t pe_resolve_payment;
+extern const char *pe_resolve_reason;
+
 /*
  * Set (for the current transaction only, never from SQL) by code that
  * rewrites rows in bulk without changing their meaning, such as key rotation

@@ -196,6 +196,24 @@ payment_transition_allowed(int from, int to)
 	}
 }
 
+/*
+ * Is this the UPDATE that payment.resolve() is making (resolve.c)?  Only
+ * for the payment it names, between the statuses it allows, and never out
+ * of or into NotRequired.
+ */
+static bool
+payment_resolving(HeapTuple newtuple, TupleDesc td, int from, int to)
+{
+	bool		isnull;
+	Datum		id;
+
+	if (!pe_resolve_active || from == PE_PAYMENT_NOT_REQUIRED ||
+		to == PE_PAYMENT_NOT_REQUIRED)
+		return false;
+	id = heap_getattr(newtuple, pcols.id, td, &isnull);
+	return !isnull && memcmp(DatumGetUUIDP(id), &pe_resolve_payment, UUID_LEN) == 0;
+}
+
 static PePlan refund_totals_plan = {
 	"SELECT pg_catalog.sum(\"RefundAmountValue\") FILTER (WHERE \"RefundStatus\" <> 2),"
 	" pg_catalog.sum(\"RefundAmountValue\") FILTER (WHERE \"RefundStatus\" = 1),"
@@ -367,7 +385,8 @@ pe_payments_state_trigger(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NOT_NULL_VIOLATION),
 				 errmsg("\"Status\" of a payment must not be null")));
 
-	if (oldtuple != NULL && !payment_transition_allowed(old_status, new_status))
+	if (oldtuple != NULL && !payment_transition_allowed(old_status, new_status) &&
+		!payment_resolving(newtuple, td, old_status, new_status))
 	{
 		const char *from = pe_payment_status_name(old_status);
 		const char *to = pe_payment_status_name(new_status);

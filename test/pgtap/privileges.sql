@@ -46,8 +46,8 @@ SELECT ok(NOT has_table_privilege('payment_admin', '"Payments"', 'INSERT, DELETE
           'the administrator cannot insert, delete or truncate payments');
 SELECT ok(NOT has_table_privilege('payment_reporting', '"PaymentAuditLog"', 'INSERT, UPDATE, DELETE, TRUNCATE'),
           'reporting cannot write the audit log');
-SELECT ok(NOT has_table_privilege('payment_worker', 'payment.outbox', 'DELETE, TRUNCATE, INSERT'),
-          'the worker cannot insert, delete or truncate outbox rows');
+SELECT ok(NOT has_table_privilege('payment_worker', 'payment.outbox', 'DELETE, TRUNCATE'),
+          'the worker cannot delete or truncate outbox rows (it inserts only the settler''s lookups)');
 SELECT ok(has_table_privilege('payment_worker', 'payment.outbox', 'SELECT, UPDATE'),
           'the worker reads and updates the outbox');
 SELECT ok(NOT has_table_privilege('public', tbl, 'SELECT'), 'PUBLIC cannot read ' || tbl)
