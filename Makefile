@@ -28,11 +28,12 @@ SQL_PARTS = \
 	src/sql/15_outbox.sql \
 	src/sql/20_functions.sql \
 	src/sql/30_triggers.sql \
-	src/sql/35_audit.sql
+	src/sql/35_audit.sql \
+	src/sql/60_views.sql
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql
 
-REGRESS = install schema sample_queries pricing payments refunds audit
+REGRESS = install schema sample_queries pricing payments refunds audit views
 REGRESS_OPTS = --inputdir=.
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter
