@@ -97,8 +97,8 @@ SELECT e."Id" AS event_id,
        ) f
  CROSS JOIN LATERAL (
 	-- completed refunds; only a payment with refunds has "RefundAmountValue"
-	SELECT CASE WHEN p."RefundAmountValue" IS NULL THEN 0::numeric
-	            ELSE (SELECT COALESCE(sum(x."RefundAmountValue"), 0)
+	SELECT CASE WHEN p."RefundAmountValue" IS NULL THEN 0.00
+	            ELSE (SELECT COALESCE(sum(x."RefundAmountValue"), 0.00)
 	                    FROM "PaymentRefunds" x
 	                   WHERE x."OriginalPaymentId" = p."Id"
 	                     AND x."RefundStatus" = 1)
@@ -126,6 +126,7 @@ COMMENT ON COLUMN payment.event_revenue.net IS 'gross - refunds: what the event 
 -- ---------------------------------------------------------------------------
 CREATE FUNCTION payment.sliding_scale_summary(since timestamptz, until timestamptz)
 RETURNS TABLE (
+	currency         text,
 	discount_band    text,
 	band_order       integer,
 	payments         bigint,
@@ -140,7 +141,8 @@ LANGUAGE sql STABLE SECURITY DEFINER PARALLEL SAFE
 SET search_path = pg_catalog, pg_temp
 AS $pe_sss$
 	WITH paid AS (
-		SELECT CASE WHEN p."SlidingScalePercentage" = 0 THEN 1
+		SELECT p."Currency" AS currency,
+		       CASE WHEN p."SlidingScalePercentage" = 0 THEN 1
 		            WHEN p."SlidingScalePercentage" <= 25 THEN 2
 		            WHEN p."SlidingScalePercentage" <= 50 THEN 3
 		            ELSE 4 END AS band,
@@ -150,45 +152,48 @@ AS $pe_sss$
 		 WHERE p."Status" IN (1, 3, 4)
 		   AND p."CreatedAt" >= since
 		   AND p."CreatedAt" < until
-	), bands AS (
-		SELECT band, count(*) AS payments, sum(amount) AS revenue,
+	), stats AS (
+		SELECT currency, band, count(*) AS payments, sum(amount) AS revenue,
 		       sum(full_price) AS full_price
 		  FROM paid
-		 GROUP BY band
+		 GROUP BY currency, band
 	)
-	SELECT b.label,
+	SELECT c.currency::text,
+	       b.label,
 	       b.band,
 	       COALESCE(s.payments, 0),
-	       COALESCE(round(100.0 * s.payments / nullif(sum(s.payments) OVER (), 0), 2), 0),
-	       COALESCE(s.revenue, 0),
+	       round(100.0 * COALESCE(s.payments, 0) / sum(s.payments) OVER (PARTITION BY c.currency), 2),
+	       COALESCE(s.revenue, 0.00),
 	       round(s.revenue / s.payments, 2),
-	       COALESCE(s.full_price, 0),
-	       COALESCE(s.full_price - s.revenue, 0),
+	       COALESCE(s.full_price, 0.00),
+	       COALESCE(s.full_price - s.revenue, 0.00),
 	       round(100 * (s.full_price - s.revenue) / nullif(s.full_price, 0), 2)
-	  FROM (VALUES (1, 'Full Price'),
-	               (2, 'Light Discount (1-25%)'),
-	               (3, 'Moderate Discount (26-50%)'),
-	               (4, 'High Discount (51-75%)')) b(band, label)
-	  LEFT JOIN bands s ON s.band = b.band
-	 ORDER BY b.band
+	  FROM (SELECT DISTINCT currency FROM stats) c
+	 CROSS JOIN (VALUES (1, 'Full Price'),
+	                    (2, 'Light Discount (1-25%)'),
+	                    (3, 'Moderate Discount (26-50%)'),
+	                    (4, 'High Discount (51-75%)')) b(band, label)
+	  LEFT JOIN stats s ON s.currency = c.currency AND s.band = b.band
+	 ORDER BY c.currency, b.band
 $pe_sss$;
 -- SECURITY DEFINER (with a fixed search_path), like a view: it reads
 -- "Payments" as its owner and returns aggregates only, so payment_reporting
 -- needs EXECUTE on it and nothing on the table.
 COMMENT ON FUNCTION payment.sliding_scale_summary(timestamptz, timestamptz) IS
-	'the spec''s four sliding-scale bands over paid payments created in [since, until): counts, revenue, average, full price and the share of it forgone; one row per band, empty bands included';
+	'the spec''s four sliding-scale bands over paid payments created in [since, until), per currency: counts, revenue, average, full price and the share of it forgone; four rows per currency that has payments, empty bands included';
 
 CREATE VIEW payment.sliding_scale_summary AS
-SELECT s.discount_band, s.band_order, s.payments, s.payments_share, s.revenue,
+SELECT s.currency, s.discount_band, s.band_order, s.payments, s.payments_share, s.revenue,
        s.average_amount, s.full_price, s.discounts, s.share_forgone
   FROM payment.sliding_scale_summary('-infinity', 'infinity') s;
 
 COMMENT ON VIEW payment.sliding_scale_summary IS
-	'the spec''s four sliding-scale bands over all paid payments (Completed, PartiallyRefunded, Refunded); for a time window call payment.sliding_scale_summary(since, until)';
+	'the spec''s four sliding-scale bands over all paid payments (Completed, PartiallyRefunded, Refunded), per currency; for a time window call payment.sliding_scale_summary(since, until)';
+COMMENT ON COLUMN payment.sliding_scale_summary.currency IS 'currency of the payments (amounts in different currencies are never added together)';
 COMMENT ON COLUMN payment.sliding_scale_summary.discount_band IS 'Full Price (0 %), Light Discount (1-25%), Moderate Discount (26-50%), High Discount (51-75%): the spec''s bands of "SlidingScalePercentage"';
 COMMENT ON COLUMN payment.sliding_scale_summary.band_order IS '1 to 4, from no discount to the highest band: ORDER BY it';
 COMMENT ON COLUMN payment.sliding_scale_summary.payments IS 'number of paid payments in the band';
-COMMENT ON COLUMN payment.sliding_scale_summary.payments_share IS 'percent of all paid payments that fall in the band, two decimals';
+COMMENT ON COLUMN payment.sliding_scale_summary.payments_share IS 'percent of the currency''s paid payments that fall in the band, two decimals';
 COMMENT ON COLUMN payment.sliding_scale_summary.revenue IS 'sum of "AmountValue" charged in the band, before refunds';
 COMMENT ON COLUMN payment.sliding_scale_summary.average_amount IS 'revenue / payments, rounded half-up to the cent; NULL for an empty band';
 COMMENT ON COLUMN payment.sliding_scale_summary.full_price IS 'sum of the full prices, each derived as round(AmountValue * 100 / (100 - SlidingScalePercentage), 2)';
@@ -331,7 +336,6 @@ SELECT w.period,
        count(r."Id") FILTER (WHERE r."RefundStatus" = 1) AS completed,
        count(r."Id") FILTER (WHERE r."RefundStatus" = 2) AS failed,
        count(r."Id") FILTER (WHERE r."RefundStatus" = 0) AS processing,
-       COALESCE(sum(r."RefundAmountValue") FILTER (WHERE r."RefundStatus" = 1), 0) AS amount_completed,
        round(avg(EXTRACT(epoch FROM c.completed_at - r."CreatedAt"))
                         / 3600, 2) AS avg_completion_hours,
        round(max(EXTRACT(epoch FROM c.completed_at - r."CreatedAt"))
@@ -363,7 +367,6 @@ COMMENT ON COLUMN payment.refund_metrics.refunds IS '"PaymentRefunds" rows creat
 COMMENT ON COLUMN payment.refund_metrics.completed IS 'of them, Completed';
 COMMENT ON COLUMN payment.refund_metrics.failed IS 'of them, Failed';
 COMMENT ON COLUMN payment.refund_metrics.processing IS 'of them, still Processing';
-COMMENT ON COLUMN payment.refund_metrics.amount_completed IS 'sum of the Completed ones'' amounts (currencies added together: one currency per organiser is the usual case)';
 COMMENT ON COLUMN payment.refund_metrics.avg_completion_hours IS 'average hours from "CreatedAt" to the audit log''s RefundCompleted entry, over the Completed ones, two decimals';
 COMMENT ON COLUMN payment.refund_metrics.max_completion_hours IS 'the longest of those, in hours';
 COMMENT ON COLUMN payment.refund_metrics.over_24_hours IS 'refunds that took more than 24 hours to complete or have been Processing for more than 24 hours: the spec''s target missed';
