@@ -66,7 +66,7 @@ CREATE TABLE bench.pending AS
 	SELECT row_number() OVER (ORDER BY "Id") AS n, "Id" AS id FROM "Payments" WHERE "Status" = 0;
 CREATE TABLE bench.refundable AS
 	SELECT row_number() OVER (ORDER BY "Id") AS n, "Id" AS id
-	  FROM "Payments" WHERE "Status" = 1 AND "Currency" = 'USD' AND "AmountValue" >= 1 LIMIT 10000;
+	  FROM "Payments" WHERE "Status" = 1 AND "RefundAmountValue" IS NULL AND "Currency" = 'USD' AND "AmountValue" >= 1 LIMIT 10000;
 ALTER TABLE bench.users ADD PRIMARY KEY (n);
 ALTER TABLE bench.events ADD PRIMARY KEY (n);
 ALTER TABLE bench.q1 ADD PRIMARY KEY (n);

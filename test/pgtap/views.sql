@@ -10,7 +10,7 @@
 SET client_min_messages = warning;
 CREATE EXTENSION payment_ext;
 BEGIN;
-SELECT plan(57);
+SELECT plan(59);
 
 CREATE TEMP TABLE report_views (name text PRIMARY KEY);
 INSERT INTO report_views VALUES
@@ -88,8 +88,13 @@ SELECT is((SELECT array_agg(c.relname::text ORDER BY c.relname)
 -- the indexes the reports use
 SELECT has_index('public', 'Payments', 'IX_Payments_UserId_CreatedAt', ARRAY['"UserId"', '"CreatedAt"'],
                  'user history index ("UserId", "CreatedAt" DESC)');
-SELECT has_index('public', 'Payments', 'IX_Payments_EventRegistrationId_Status', ARRAY['"EventRegistrationId"', '"Status"', '"Currency"', '"AmountValue"', '"SlidingScalePercentage"', '"RefundAmountValue"'],
-                 'event revenue index ("EventRegistrationId", "Status") INCLUDE ("Currency", "AmountValue", "SlidingScalePercentage", "RefundAmountValue")');
+SELECT has_index('public', 'Payments', 'IX_Payments_EventRegistrationId_Status', ARRAY['"EventRegistrationId"', '"Status"', '"Id"', '"Currency"', '"AmountValue"', '"SlidingScalePercentage"', '"RefundAmountValue"'],
+                 'event revenue index ("EventRegistrationId", "Status") INCLUDE ("Id", "Currency", "AmountValue", "SlidingScalePercentage", "RefundAmountValue")');
+SELECT has_index('public', 'EventRegistrations', 'IX_EventRegistrations_EventId', ARRAY['"EventId"', '"Id"'],
+                 'event revenue index on the registrations payment_ext created ("EventId") INCLUDE ("Id")');
+SELECT has_index('public', 'Payments', 'IX_Payments_Paid_CreatedAt',
+                 ARRAY['"CreatedAt"', '"Currency"', '"SlidingScalePercentage"', '"AmountValue"'],
+                 'sliding-scale index ("CreatedAt") INCLUDE ("Currency", "SlidingScalePercentage", "AmountValue")');
 SELECT is((SELECT pg_get_expr(indpred, indrelid) FROM pg_index WHERE indexrelid = '"IX_Payments_Paid_CreatedAt"'::regclass),
           '("Status" = ANY (ARRAY[1, 3, 4]))', 'sliding-scale index covers the paid payments only');
 SELECT has_index('public', 'PaymentRefunds', 'IX_PaymentRefunds_CreatedAt', ARRAY['"CreatedAt"'],
