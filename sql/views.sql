@@ -225,10 +225,11 @@ SELECT 'payment_intent.create', ('40000000-0000-0000-0000-' || lpad(i::text, 12,
                (5, 'pending', 2, now() + interval '10 minutes', NULL),   -- backing off
                (6, 'sending', 1, now() - interval '1 minute', now() - interval '30 seconds'),
                (7, 'dead', 8, now() - interval '2 hours', NULL)) v(i, state, attempts, next_at, claimed);
-SELECT pending, due, sending, done, dead,
+-- done 3 (one after 3 attempts); histogram of the four rows not done
+SELECT pending, due, sending, done, done_after_retries, dead,
        oldest_due_age >= interval '5 minutes' AND oldest_due_age < interval '6 minutes' AS due_for_5_minutes,
        oldest_sending_age >= interval '30 seconds' AND oldest_sending_age < interval '90 seconds' AS sending_for_30_seconds,
-       attempts_histogram, open_attempts_histogram
+       attempts_histogram
   FROM payment.outbox_health;
 
 -- ---------------------------------------------------------------------------
