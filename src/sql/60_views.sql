@@ -18,10 +18,12 @@
 -- Full price: a payment stores what was charged and the discount, not the
 -- price it was discounted from.  The views derive it as
 --     round(AmountValue * 100 / (100 - SlidingScalePercentage), 2)
--- which gives back the tier price exactly whenever the price times
--- (100 - discount) is a whole number of hundredths of a cent (whole-dollar
--- prices at whole-percent discounts, the usual case), and otherwise within
--- 0.005 / (1 - discount/100) of it: a cent, two at 75 % off.  Deriving it
+-- which gives back the tier price exactly whenever the charged amount
+-- needed no rounding (price x (100 - discount) / 100 has no fraction of a
+-- cent: whole-dollar prices at whole-percent discounts, the usual case),
+-- and otherwise within a cent (discounts up to 50 %), two cents at most
+-- (up to 75 %): the amount's rounding error of half a cent, divided by
+-- (1 - discount/100), then rounded to the cent.  Deriving it
 -- needs no join to "EventRegistrations" and "Events", which keeps the
 -- sliding-scale report an index range scan of "Payments" alone.
 -- ---------------------------------------------------------------------------
