@@ -49,6 +49,7 @@ SQL_PARTS = \
 	src/sql/40_vault.sql \
 	src/sql/50_worker.sql \
 	src/sql/60_webhooks.sql \
+	src/sql/60_views.sql \
 	src/sql/70_security.sql \
 	src/sql/90_grants.sql
 
@@ -61,7 +62,7 @@ BASE_VERSION = $(word 2,$(subst --, ,$(basename $(notdir $(firstword $(UPDATES))
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql $(EXTENSION)--$(BASE_VERSION).sql
 DATA = $(UPDATES)
 
-REGRESS = install schema sample_queries pricing payments refunds audit vault
+REGRESS = install schema sample_queries pricing payments refunds audit vault views
 REGRESS_OPTS = --inputdir=.
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -DPE_VERSION='"$(EXTVERSION)"'
