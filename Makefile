@@ -49,7 +49,7 @@ SQL_PARTS = \
 	src/sql/40_vault.sql \
 	src/sql/50_worker.sql \
 	src/sql/60_webhooks.sql \
-	src/sql/60_views.sql \
+	src/sql/65_views.sql \
 	src/sql/70_security.sql \
 	src/sql/90_grants.sql
 

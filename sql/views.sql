@@ -12,7 +12,8 @@ SET timezone = 'UTC';
 
 -- empty tables to start from (superuser)
 TRUNCATE "PaymentAuditLog", payment.audit_chain_heads, "PaymentMethods", "PaymentRefunds",
-	"PaymentFailures", payment.outbox, "Payments", "EventRegistrations", "Events", "Users";
+	"PaymentFailures", payment.outbox, payment.intents, payment.stripe_refs, payment.refund_states,
+	payment.disputes, "Payments", "EventRegistrations", "Events", "Users";
 
 -- H: the start of the current hour, for the hourly buckets
 CREATE TEMP TABLE h AS SELECT date_trunc('hour', now()) AS h;
@@ -243,9 +244,9 @@ SELECT count(*) AS metrics_rows FROM payment.payment_metrics;
 SELECT count(*) AS spike_rows FROM payment.failure_spikes;
 SELECT count(*) AS refund_metric_rows FROM payment.refund_metrics;
 SELECT dead FROM payment.outbox_health;
-SELECT try($q$SELECT "EncryptedStripePaymentIntentId" FROM "Payments"$q$);  -- a table
-SELECT try($q$SELECT 1 FROM "PaymentAuditLog"$q$);                          -- a table
-SELECT try($q$SELECT 1 FROM payment.outbox$q$);                             -- a table
+SELECT try($q$SELECT "EncryptedStripePaymentIntentId" FROM "Payments"$q$);  -- a sealed column
+SELECT try($q$SELECT 1 FROM "PaymentAuditLog"$q$);                          -- the audit log: allowed
+SELECT try($q$SELECT 1 FROM payment.outbox$q$);                             -- the outbox itself: refused
 RESET ROLE;
 -- and PUBLIC reads nothing
 CREATE ROLE regress_views_nobody;
