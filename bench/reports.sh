@@ -105,12 +105,15 @@ ROLLBACK;
 EOF
 cat >"$WORK/q2.sql" <<EOF
 \set i random(1, $n_pending)
-SELECT id AS pid FROM bench.pending WHERE n = :i \gset
+SELECT id AS pid,
+       payment.encrypt('pi_bench_' || :i, 'Payments.EncryptedStripePaymentIntentId:' || id) AS pi,
+       payment.encrypt('cus_bench_' || :i, 'Payments.EncryptedStripeCustomerId:' || id) AS cus
+  FROM bench.pending WHERE n = :i \gset
 BEGIN;
 UPDATE "Payments"
 SET "Status" = 1, -- Completed
-    "EncryptedStripePaymentIntentId" = 'sealed-intent-id',
-    "EncryptedStripeCustomerId" = 'sealed-customer-id',
+    "EncryptedStripePaymentIntentId" = :pi,
+    "EncryptedStripeCustomerId" = :cus,
     "ProcessedAt" = NOW(),
     "UpdatedAt" = NOW(),
     "Metadata" = "Metadata" || '{"card_brand": "Visa"}'::jsonb
