@@ -110,24 +110,34 @@ tps() {
 }
 
 ext=()
+ext_noaudit=()
 base=()
 base_audit=()
 for r in $(seq 1 "$ROUNDS"); do
 	base+=("$(tps "$WORK/sql.sql")")
 	base_audit+=("$(tps "$WORK/sql_audit.sql")")
 	ext+=("$(tps "$WORK/ext.sql")")
+	# the same calls with the audit trigger of "Payments" off (a benchmark
+	# database, superuser): issue 4's comparison, the audit's cost aside
+	q -c 'ALTER TABLE "Payments" DISABLE TRIGGER "TR_Payments_Audit"' >/dev/null
+	ext_noaudit+=("$(tps "$WORK/ext.sql")")
+	q -c 'ALTER TABLE "Payments" ENABLE ALWAYS TRIGGER "TR_Payments_Audit"' >/dev/null
 done
 median() { printf '%s\n' "$@" | sort -g | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 mb=$(median "${base[@]}")
 me=$(median "${ext[@]}")
 ratio=$(awk -v a="$me" -v b="$mb" 'BEGIN {printf "%.2f", a / b}')
 mba=$(median "${base_audit[@]}")
+mena=$(median "${ext_noaudit[@]}")
+ratio_noaudit=$(awk -v a="$mena" -v b="$mb" 'BEGIN {printf "%.2f", a / b}')
 ratio_audit=$(awk -v a="$me" -v b="$mba" 'BEGIN {printf "%.2f", a / b}')
 made=$(q -c "SELECT count(*) FROM \"Payments\"")
 echo "payments: payment.create vs hand-written SQL, $CLIENTS clients, $ROUNDS x ${SECONDS_PER_RUN}s alternating"
 echo "  hand-written SQL tps: ${base[*]} (median $mb)"
 echo "  payment.create   tps: ${ext[*]} (median $me; $made payments made)"
 echo "  hand-written SQL + audit INSERT tps: ${base_audit[*]} (median $mba)"
+echo "  payment.create, audit trigger off tps: ${ext_noaudit[*]} (median $mena)"
+echo "RESULT payments | payment.create with the audit trigger off vs hand-written INSERTs without audit (issue 4's comparison) | $mena tps | $mb tps | $ratio_noaudit"
 echo "RESULT payments | payment.create (audited, hash-chained) vs hand-written INSERTs without audit | $me tps | $mb tps | $ratio"
 echo "RESULT payments | payment.create (audited, hash-chained) vs hand-written INSERTs + audit INSERT | $me tps | $mba tps | $ratio_audit"
 psql -X -q -d postgres -c "DROP DATABASE $DB" >/dev/null 2>&1 || true

@@ -100,6 +100,7 @@ typedef struct PeWorkerShared
 	slock_t		mutex;
 	pid_t		pid;			/* 0 when not running */
 	Latch	   *latch;			/* the worker's procLatch, NULL when not running */
+	Oid			dboid;			/* the database it drains, InvalidOid when not running */
 	TimestampTz started_at;
 	TimestampTz last_wake;
 	TimestampTz last_success_at;
@@ -295,7 +296,8 @@ pe_outbox_init(void)
  * pe_outbox_at_xact_end
  *		From the transaction callback: if the committed transaction added
  *		outbox rows, set the worker's latch.  A no-op without the shared
- *		status (library not preloaded) or when the worker is not running.
+ *		status (library not preloaded), when the worker is not running, or
+ *		when it drains another database.
  */
 void
 pe_outbox_at_xact_end(bool committed)
@@ -304,8 +306,9 @@ pe_outbox_at_xact_end(bool committed)
 	{
 		Latch	   *latch;
 
+		/* only the worker of this database has anything to do with the rows */
 		SpinLockAcquire(&worker_shared->mutex);
-		latch = worker_shared->latch;
+		latch = worker_shared->dboid == MyDatabaseId ? worker_shared->latch : NULL;
 		SpinLockRelease(&worker_shared->mutex);
 		if (latch != NULL)
 			SetLatch(latch);
@@ -1292,6 +1295,7 @@ outbox_at_exit(int code, Datum arg)
 		SpinLockAcquire(&worker_shared->mutex);
 		worker_shared->pid = 0;
 		worker_shared->latch = NULL;
+		worker_shared->dboid = InvalidOid;
 		worker_shared->in_flight = 0;
 		strlcpy(worker_shared->state, "stopped", sizeof(worker_shared->state));
 		SpinLockRelease(&worker_shared->mutex);
@@ -1366,6 +1370,7 @@ pe_outbox_worker_main(Datum main_arg)
 		SpinLockAcquire(&worker_shared->mutex);
 		worker_shared->pid = MyProcPid;
 		worker_shared->latch = MyLatch;
+		worker_shared->dboid = MyDatabaseId;
 		worker_shared->started_at = GetCurrentTimestamp();
 		worker_shared->in_flight = 0;
 		SpinLockRelease(&worker_shared->mutex);
