@@ -145,3 +145,8 @@ awk -v none="$none" -v c="$c" -v pl="$pl" 'BEGIN {
 echo "  audit rows: C $rows_c, ${bytes_c} bytes each (heap + indexes); PL/pgSQL $rows_pl, ${bytes_pl} bytes each"
 echo "  payment.verify_audit() after the run: $verified"
 rm -rf "$WORK"
+awk -v none="$none" -v c="$c" -v pl="$pl" 'BEGIN {
+	printf "RESULT audit | UPDATE of \"Payments\": C trigger cost over no trigger vs PL/pgSQL trigger cost (goal <= 0.50) | %.1f %% | %.1f %% | %.2f\n",
+		(none - c) / none * 100, (none - pl) / none * 100, (none - c) / (none - pl)
+}'
+echo "RESULT audit | bytes per audit row (heap + indexes), C vs PL/pgSQL | $bytes_c | $bytes_pl | $(awk -v a="$bytes_c" -v b="$bytes_pl" 'BEGIN {printf "%.2f", a / b}')"

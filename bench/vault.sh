@@ -74,5 +74,20 @@ SELECT op,
        round((SELECT seconds / rows FROM r x WHERE x.op = r.op AND what LIKE 'pgcrypto pgp%')
              / (seconds / rows), 1) AS vs_pgp_sym
   FROM r WHERE what LIKE 'payment.%' ORDER BY op DESC;
+\pset format unaligned
+\pset tuples_only on
+SELECT format('RESULT vault | %s per value, 1,000,000 ids: payment.%s vs pgcrypto %s | %s us | %s us | %s',
+              o.op, CASE o.op WHEN 'seal' THEN 'encrypt' ELSE 'decrypt' END,
+              CASE o.op WHEN 'seal' THEN 'encrypt(aes)' ELSE 'decrypt(aes)' END,
+              round(o.seconds * 1e6 / o.rows, 2), round(b.seconds * 1e6 / b.rows, 2),
+              round((b.seconds / b.rows) / (o.seconds / o.rows), 2))
+  FROM r o JOIN r b ON b.op = o.op AND b.what ~ '^pgcrypto (en|de)crypt'
+ WHERE o.what LIKE 'payment.%' ORDER BY o.op DESC;
+SELECT format('RESULT vault | %s per value: payment.%s vs %s | %s us | %s us | %s',
+              o.op, CASE o.op WHEN 'seal' THEN 'encrypt' ELSE 'decrypt' END, b.what,
+              round(o.seconds * 1e6 / o.rows, 2), round(b.seconds * 1e6 / b.rows, 2),
+              round((b.seconds / b.rows) / (o.seconds / o.rows), 1))
+  FROM r o JOIN r b ON b.op = o.op AND b.what LIKE 'pgcrypto pgp%'
+ WHERE o.what LIKE 'payment.%' ORDER BY o.op DESC;
 SQL
 psql -qX -d postgres -c "DROP DATABASE $DB" >/dev/null
