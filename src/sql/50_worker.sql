@@ -72,6 +72,30 @@ CREATE VIEW payment.dead_letters AS
 	 WHERE o.state OPERATOR(pg_catalog.=) 'dead';
 COMMENT ON VIEW payment.dead_letters IS
 	'outbox rows the worker gave up on, with the last error: look the request up in Stripe before any repair';
+COMMENT ON COLUMN payment.worker_status.running IS 'true while the outbox worker process runs (false without shared_preload_libraries, or on a standby)';
+COMMENT ON COLUMN payment.worker_status.pid IS 'the worker''s process id';
+COMMENT ON COLUMN payment.worker_status.state IS 'what the worker is doing: starting, running, waiting: ..., error recovery, stopped, or why it does not run';
+COMMENT ON COLUMN payment.worker_status.started_at IS 'when the worker started';
+COMMENT ON COLUMN payment.worker_status.last_wake IS 'when a commit that added outbox rows last woke the worker';
+COMMENT ON COLUMN payment.worker_status.in_flight IS 'requests to Stripe in flight now';
+COMMENT ON COLUMN payment.worker_status.requests_sent IS 'requests sent since the worker started';
+COMMENT ON COLUMN payment.worker_status.successes IS 'requests that reached a final outcome since the worker started';
+COMMENT ON COLUMN payment.worker_status.failures IS 'requests that ended in a final failure (card declined, 4xx) since the worker started';
+COMMENT ON COLUMN payment.worker_status.retries IS 'requests scheduled again after a transient outcome since the worker started';
+COMMENT ON COLUMN payment.worker_status.dead IS 'outbox rows given up on since the worker started';
+COMMENT ON COLUMN payment.worker_status.last_success_at IS 'when a request last reached a final outcome';
+COMMENT ON COLUMN payment.worker_status.last_error IS 'the last error the worker saw (never a secret)';
+COMMENT ON COLUMN payment.dead_letters.outbox_id IS 'payment.outbox row';
+COMMENT ON COLUMN payment.dead_letters.kind IS 'the Stripe request: payment_intent.create, refund.create, ...';
+COMMENT ON COLUMN payment.dead_letters.payment_id IS 'the payment the request is for';
+COMMENT ON COLUMN payment.dead_letters.refund_id IS 'the refund, for refund.create';
+COMMENT ON COLUMN payment.dead_letters.idempotency_key IS 'the key every attempt sent: look it up in Stripe''s Dashboard';
+COMMENT ON COLUMN payment.dead_letters.attempts IS 'attempts made';
+COMMENT ON COLUMN payment.dead_letters.last_http_status IS 'HTTP status of the last attempt, NULL without a response';
+COMMENT ON COLUMN payment.dead_letters.last_error IS 'the last attempt''s error (never a secret)';
+COMMENT ON COLUMN payment.dead_letters.created_at IS 'when the request was queued';
+COMMENT ON COLUMN payment.dead_letters.first_attempt_at IS 'when it was first sent';
+COMMENT ON COLUMN payment.dead_letters.died_at IS 'when the worker gave up';
 
 -- ---------------------------------------------------------------------------
 -- payment.client_secret
