@@ -59,6 +59,27 @@ sql -qc "INSERT INTO \"Users\" (\"Id\", \"SceneName\", \"Email\") VALUES ('a0000
          INSERT INTO \"EventRegistrations\" (\"Id\", \"EventId\", \"UserId\", \"Tier\")
          VALUES ('b0000000-0000-0000-0000-0000000000d5', 'e0000000-0000-0000-0000-000000000001', 'a0000000-0000-0000-0000-0000000000d5', 'standard')"
 
+echo "== a card payment: quoted from the event's tier at a 25 % sliding-scale discount, charged by the worker"
+sql -c "SELECT payment.quote('e0000000-0000-0000-0000-000000000001', 'standard', 25) AS quoted"
+P0=$(val "SELECT payment.create('b0000000-0000-0000-0000-000000000001', 'a0000000-0000-0000-0000-000000000001', 40.00, discount_pct => 25, stripe_payment_method => 'pm_card_visa', idempotency_key => 'demo-checkout-1')")
+wait_for "SELECT payment.status_name(\"Status\") FROM \"Payments\" WHERE \"Id\" = '$P0'" Completed
+sql -c "SELECT payment.status_name(\"Status\") AS status, \"AmountValue\", \"SlidingScalePercentage\", \"EncryptedStripePaymentIntentId\" LIKE 'pe1:%' AS intent_sealed FROM \"Payments\" WHERE \"Id\" = '$P0'"
+echo '== a double click: the same idempotency key returns the same payment'
+sql -c "SELECT payment.create('b0000000-0000-0000-0000-000000000001', 'a0000000-0000-0000-0000-000000000001', 40.00, discount_pct => 25, stripe_payment_method => 'pm_card_visa', idempotency_key => 'demo-checkout-1') = '$P0' AS same_payment"
+echo '== an administrator refunds 5.00; the worker sends it to Stripe'
+R0=$(val "SELECT payment.refund('$P0', 5.00, 'Arrived late, partial refund agreed', 'a0000000-0000-0000-0000-000000000001', 'demo-refund-1')")
+wait_for "SELECT payment.refund_status_name(\"RefundStatus\") FROM \"PaymentRefunds\" WHERE \"Id\" = '$R0'" Completed
+sql -c "SELECT payment.status_name(\"Status\") AS status, \"AmountValue\", \"RefundAmountValue\" FROM \"Payments\" WHERE \"Id\" = '$P0'"
+sql -c "SELECT kind, state, attempts, last_http_status FROM payment.outbox WHERE payment_id = '$P0' ORDER BY id"
+echo "== the Stripe stand-in's ledger for it: charged once, refunded once"
+python3 - "$PE_STANDIN_URL" "$P0" <<'PY'
+import json, sys, urllib.request
+ledger = json.load(urllib.request.urlopen(sys.argv[1] + "/_test/ledger"))
+p = ledger["by_payment_id"].get(sys.argv[2], {})
+print(" charges: %s (%s cents), refunds: %s (%s cents)" % (p.get("charges"), p.get("charged_amount"),
+                                                           p.get("refunds"), p.get("refunded_amount")))
+PY
+
 echo '== a card that needs 3-D Secure: the worker confirms it, Stripe answers requires_action'
 P=$(val "SELECT payment.create('b0000000-0000-0000-0000-0000000000d5', 'a0000000-0000-0000-0000-0000000000d5', 40.00, discount_pct => 10, stripe_payment_method => 'pm_card_threeDSecure2Required')")
 wait_for "SELECT stripe_status FROM payment.intents WHERE payment_id = '$P'" requires_action
