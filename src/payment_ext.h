@@ -115,6 +115,15 @@ extern void pe_check_trigger(struct FunctionCallInfoBaseData *fcinfo, const char
 							 bool before, bool row);
 
 /* state.c */
+typedef struct PeFixedColumn
+{
+	int		   *attnum;			/* the column's number, looked up per relation */
+	const char *name;
+} PeFixedColumn;
+
+extern void pe_check_fixed_columns(HeapTuple oldtuple, HeapTuple newtuple, TupleDesc td,
+								   const PeFixedColumn *fixed, int n, const char *what,
+								   const char *detail);
 extern int	pe_attnum(TupleDesc tupdesc, const char *name);
 extern bool pe_column_unchanged(HeapTuple a, HeapTuple b, TupleDesc td, int attnum);
 extern void pe_refund_totals(Datum payment_id, Datum *live, bool *live_null,

@@ -200,11 +200,7 @@ pe_refunds_rules_trigger(PG_FUNCTION_ARGS)
 	{
 		HeapTuple	oldtuple = trigdata->tg_trigtuple;
 		int			old_status;
-		static const struct
-		{
-			int		   *attnum;
-			const char *name;
-		}			fixed[] = {
+		static const PeFixedColumn fixed[] = {
 			{&rcols.id, "Id"},
 			{&rcols.payment, "OriginalPaymentId"},
 			{&rcols.amount, "RefundAmountValue"},
@@ -213,18 +209,10 @@ pe_refunds_rules_trigger(PG_FUNCTION_ARGS)
 			{&rcols.processed_by, "ProcessedByUserId"},
 			{&rcols.created_at, "CreatedAt"},
 		};
-		int			i;
 
 		newtuple = trigdata->tg_newtuple;
-		for (i = 0; i < (int) lengthof(fixed); i++)
-			if (!pe_column_unchanged(oldtuple, newtuple, td, *fixed[i].attnum))
-			{
-				pe_audit_log_refusal("update of a refund", "an immutable column was changed");
-				ereport(ERROR,
-						(errcode(ERRCODE_CHECK_VIOLATION),
-						 errmsg("\"%s\" of a refund never changes", fixed[i].name),
-						 errdetail("A refund's payment, amount, currency, reason, processor, id and creation time are fixed when it is created.")));
-			}
+		pe_check_fixed_columns(oldtuple, newtuple, td, fixed, lengthof(fixed), "refund",
+							   "A refund's payment, amount, currency, reason, processor, id and creation time are fixed when it is created.");
 		old_status = DatumGetInt32(heap_getattr(oldtuple, rcols.status, td, &isnull));
 		status = DatumGetInt32(heap_getattr(newtuple, rcols.status, td, &isnull));
 		if (old_status != status &&

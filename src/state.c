@@ -175,6 +175,30 @@ pe_column_unchanged(HeapTuple a, HeapTuple b, TupleDesc td, int attnum)
 	return datumIsEqual(av, bv, att->attbyval, att->attlen);
 }
 
+/*
+ * pe_check_fixed_columns
+ *		Raise (and log the refusal) if any of the n columns of fixed differs
+ *		between oldtuple and newtuple; what names the row ("payment") and
+ *		detail says which columns are fixed.
+ */
+void
+pe_check_fixed_columns(HeapTuple oldtuple, HeapTuple newtuple, TupleDesc td,
+					   const PeFixedColumn *fixed, int n, const char *what,
+					   const char *detail)
+{
+	int			i;
+
+	for (i = 0; i < n; i++)
+		if (!pe_column_unchanged(oldtuple, newtuple, td, *fixed[i].attnum))
+		{
+			pe_audit_log_refusal(psprintf("update of a %s", what), "an immutable column was changed");
+			ereport(ERROR,
+					(errcode(ERRCODE_CHECK_VIOLATION),
+					 errmsg("\"%s\" of a %s never changes", fixed[i].name, what),
+					 errdetail("%s", detail)));
+		}
+}
+
 /* Is from -> to one of DESIGN.md's payment transitions (or no change)? */
 static bool
 payment_transition_allowed(int from, int to)
@@ -348,11 +372,7 @@ pe_payments_state_trigger(PG_FUNCTION_ARGS)
 
 	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 	{
-		static const struct
-		{
-			int		   *attnum;
-			const char *name;
-		}			fixed[] = {
+		static const PeFixedColumn fixed[] = {
 			{&pcols.id, "Id"},
 			{&pcols.registration, "EventRegistrationId"},
 			{&pcols.user_id, "UserId"},
@@ -361,19 +381,11 @@ pe_payments_state_trigger(PG_FUNCTION_ARGS)
 			{&pcols.discount, "SlidingScalePercentage"},
 			{&pcols.created_at, "CreatedAt"},
 		};
-		int			i;
 
 		oldtuple = trigdata->tg_trigtuple;
 		newtuple = trigdata->tg_newtuple;
-		for (i = 0; i < (int) lengthof(fixed); i++)
-			if (!pe_column_unchanged(oldtuple, newtuple, td, *fixed[i].attnum))
-			{
-				pe_audit_log_refusal("update of a payment", "an immutable column was changed");
-				ereport(ERROR,
-						(errcode(ERRCODE_CHECK_VIOLATION),
-						 errmsg("\"%s\" of a payment never changes", fixed[i].name),
-						 errdetail("Amount, currency, discount, user, registration, id and creation time are fixed when a payment is created.")));
-			}
+		pe_check_fixed_columns(oldtuple, newtuple, td, fixed, lengthof(fixed), "payment",
+							   "Amount, currency, discount, user, registration, id and creation time are fixed when a payment is created.");
 		old_status = DatumGetInt32(heap_getattr(oldtuple, pcols.status, td, &isnull));
 	}
 	else
