@@ -269,45 +269,6 @@ pe_outbox_scrub(const char *text, int maxlen)
 	return buf.data;
 }
 
-/* The text of key in object c (strings, numbers, booleans), or NULL. */
-static char *
-jb_text(JsonbContainer *c, const char *key)
-{
-	JsonbValue *v;
-
-	if (c == NULL)
-		return NULL;
-	v = getKeyJsonValueFromContainer(c, key, strlen(key), NULL);
-	if (v == NULL)
-		return NULL;
-	switch (v->type)
-	{
-		case jbvString:
-			return pnstrdup(v->val.string.val, v->val.string.len);
-		case jbvNumeric:
-			return DatumGetCString(DirectFunctionCall1(numeric_out,
-													   NumericGetDatum(v->val.numeric)));
-		case jbvBool:
-			return pstrdup(v->val.boolean ? "true" : "false");
-		default:
-			return NULL;
-	}
-}
-
-/* The object under key in object c, or NULL. */
-static JsonbContainer *
-jb_object(JsonbContainer *c, const char *key)
-{
-	JsonbValue *v;
-
-	if (c == NULL)
-		return NULL;
-	v = getKeyJsonValueFromContainer(c, key, strlen(key), NULL);
-	if (v == NULL || v->type != jbvBinary || !JsonContainerIsObject(v->val.binary.data))
-		return NULL;
-	return v->val.binary.data;
-}
-
 /* The response as a JSON object, or NULL when it is not one. */
 static Jsonb *
 outcome_parse(PeHttpRequest *req)
@@ -386,15 +347,15 @@ outcome_classify(OutboxItem *item, Outcome *o)
 	}
 	st = o->http_status = (int) req->status;
 	o->object = outcome_parse(req);
-	err = o->object ? jb_object(&o->object->root, "error") : NULL;
+	err = o->object ? pe_jb_object(&o->object->root, "error") : NULL;
 	if (err)
 	{
-		char	   *msg = jb_text(err, "message");
+		char	   *msg = pe_jb_text(err, "message");
 
-		o->err_type = jb_text(err, "type");
-		o->err_code = jb_text(err, "code");
-		o->err_decline = jb_text(err, "decline_code");
-		o->err_param = jb_text(err, "param");
+		o->err_type = pe_jb_text(err, "type");
+		o->err_code = pe_jb_text(err, "code");
+		o->err_decline = pe_jb_text(err, "decline_code");
+		o->err_param = pe_jb_text(err, "param");
 		o->err_message = pe_outbox_scrub(msg, OUTCOME_MESSAGE_MAX);
 	}
 
@@ -571,10 +532,10 @@ settle_expire_if_old(OutboxItem *item, Outcome *o, const char *status)
 static void
 record_payment_intent(OutboxItem *item, Outcome *o, JsonbContainer *pi)
 {
-	char	   *id = jb_text(pi, "id");
-	char	   *status = jb_text(pi, "status");
-	char	   *secret = jb_text(pi, "client_secret");
-	JsonbContainer *next = jb_object(pi, "next_action");
+	char	   *id = pe_jb_text(pi, "id");
+	char	   *status = pe_jb_text(pi, "status");
+	char	   *secret = pe_jb_text(pi, "client_secret");
+	JsonbContainer *next = pe_jb_object(pi, "next_action");
 	char	   *sealed_id;
 	Datum		args[5];
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
@@ -599,7 +560,7 @@ record_payment_intent(OutboxItem *item, Outcome *o, JsonbContainer *pi)
 	if (next != NULL)
 	{
 		StringInfoData na;
-		char	   *type = jb_text(next, "type");
+		char	   *type = pe_jb_text(next, "type");
 
 		initStringInfo(&na);
 		appendStringInfoChar(&na, '{');
@@ -616,7 +577,7 @@ record_payment_intent(OutboxItem *item, Outcome *o, JsonbContainer *pi)
 		explicit_bzero(secret, strlen(secret));
 	pe_stripe_ref_add(id, "payment_intent", &item->payment_id, NULL);
 	{
-		char	   *charge = jb_text(pi, "latest_charge");
+		char	   *charge = pe_jb_text(pi, "latest_charge");
 
 		pe_stripe_ref_add(charge, "charge", &item->payment_id, NULL);
 	}
@@ -629,7 +590,7 @@ record_payment_intent(OutboxItem *item, Outcome *o, JsonbContainer *pi)
 	}
 	else if (strcmp(status, "canceled") == 0)
 	{
-		char	   *reason = jb_text(pi, "cancellation_reason");
+		char	   *reason = pe_jb_text(pi, "cancellation_reason");
 
 		outcome_exec(&payment_intent_plan, args, NULL);
 		o->last_error = psprintf("PaymentIntent canceled (%s)",
@@ -690,13 +651,13 @@ record_search(OutboxItem *item, Outcome *o)
 			if (tok != WJB_ELEM || e.type != jbvBinary || !JsonContainerIsObject(e.val.binary.data))
 				continue;
 			pi = e.val.binary.data;
-			md_pid = jb_text(jb_object(pi, "metadata"), "payment_id");
+			md_pid = pe_jb_text(pe_jb_object(pi, "metadata"), "payment_id");
 			if (md_pid == NULL ||
 				pg_strcasecmp(md_pid, DatumGetCString(DirectFunctionCall1(uuid_out,
 																		  UUIDPGetDatum(&item->payment_id)))) != 0)
 				continue;		/* not ours after all */
-			st = jb_text(pi, "status");
-			cr = jb_text(pi, "created");
+			st = pe_jb_text(pi, "status");
+			cr = pe_jb_text(pi, "created");
 			created = cr ? strtol(cr, NULL, 10) : 0;
 			succeeded = st != NULL && strcmp(st, "succeeded") == 0;
 			if (best == NULL || (succeeded && !best_succeeded) ||
@@ -723,8 +684,8 @@ static void
 record_refund(OutboxItem *item, Outcome *o)
 {
 	JsonbContainer *re = &o->object->root;
-	char	   *id = jb_text(re, "id");
-	char	   *status = jb_text(re, "status");
+	char	   *id = pe_jb_text(re, "id");
+	char	   *status = pe_jb_text(re, "status");
 	int			rstatus;
 	Datum		args[3];
 
@@ -738,7 +699,7 @@ record_refund(OutboxItem *item, Outcome *o)
 		rstatus = PE_REFUND_COMPLETED;
 	else if (strcmp(status, "failed") == 0 || strcmp(status, "canceled") == 0)
 	{
-		char	   *why = jb_text(re, "failure_reason");
+		char	   *why = pe_jb_text(re, "failure_reason");
 
 		rstatus = PE_REFUND_FAILED;
 		o->last_error = psprintf("refund %s (%s)", status, why ? why : "no reason");
