@@ -24,6 +24,7 @@ OBJS = \
 	src/audit_context.o \
 	src/audit_describe.o \
 	src/audit_chain.o \
+	src/audit_store.o \
 	src/vault.o \
 	src/keyring.o \
 	src/cardguard.o \

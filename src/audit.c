@@ -146,6 +146,7 @@ audit_relcache_callback(Datum arg, Oid relid)
 	if (relid == InvalidOid || relid == audit_target_cache.logrelid)
 		audit_target_cache.valid = false;
 	pe_audit_chain_relcache_inval(relid);
+	pe_audit_store_inval(relid);
 }
 
 /* Transaction end: promote or forget the known user. */
@@ -625,6 +626,7 @@ audit_write(AuditEntry *e, Oid nspid)
 	char		nulls[AUDIT_INSERT_NARGS];
 	pg_uuid_t  *user_id = NULL;
 	pg_uuid_t	locked;
+	bool		direct = false;
 	int			ret;
 
 	audit_init();
@@ -704,10 +706,36 @@ audit_write(AuditEntry *e, Oid nspid)
 		memcpy(&locked, DatumGetUUIDP(e->payment_id), sizeof(pg_uuid_t));
 		pe_audit_chain_set_prelocked(&locked);
 	}
-	ret = SPI_execute_plan(t->insert_plan, values, nulls, false, 0);
+
+	/*
+	 * The direct write (audit_store.c) when the row's foreign keys cannot
+	 * fail: its payment is locked (the change holds the lock, or it is
+	 * taken now), and its user is NULL or already referenced by a committed
+	 * audit row.  Otherwise, or when the log's shape does not allow it,
+	 * the SPI INSERT, with the RI checks.
+	 */
+	if (user_id == NULL ||
+		(audit_known_user.valid && !audit_known_user.pending &&
+		 memcmp(audit_known_user.id.data, user_id->data, UUID_LEN) == 0))
+	{
+		bool		snulls[AS_NCOLUMNS];
+		int			i;
+
+		StaticAssertStmt(AS_NCOLUMNS == AUDIT_INSERT_NARGS,
+						 "the direct write and the SPI INSERT take the same columns");
+		for (i = 0; i < AS_NCOLUMNS; i++)
+			snulls[i] = (nulls[i] == 'n');
+		direct = pe_audit_store_direct(t->logrelid,
+									   e->has_payment && !e->payment_locked,
+									   values, snulls);
+	}
+	if (!direct)
+	{
+		ret = SPI_execute_plan(t->insert_plan, values, nulls, false, 0);
+		if (ret != SPI_OK_INSERT)
+			elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
+	}
 	pe_audit_chain_clear_prelocked();
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
 
 	SetUserIdAndSecContext(save_userid, save_sec);
 	if (SPI_finish() != SPI_OK_FINISH)

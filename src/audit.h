@@ -12,6 +12,7 @@
 #define PE_AUDIT_H
 
 #include "utils/jsonb.h"
+#include "utils/relcache.h"
 #include "utils/uuid.h"
 
 /*
@@ -57,6 +58,10 @@ extern void pe_audit_system_action(const char *table_name,
  */
 extern void pe_audit_chain_set_prelocked(const pg_uuid_t *payment_id);
 extern void pe_audit_chain_clear_prelocked(void);
+
+/* audit_chain.c, for the audit trigger's direct write (audit_store.c) */
+extern bool pe_audit_chain_lock_payment(Relation rel, const pg_uuid_t *payment);
+extern void pe_audit_chain_link(Relation rel, Datum *values, bool *nulls);
 
 /* schema of the extension (catalog scan: not for per-row use) */
 extern Oid	pe_audit_extension_schema(void);

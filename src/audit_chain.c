@@ -52,9 +52,16 @@
 
 #include <openssl/evp.h>
 
+#include "access/genam.h"
+#include "access/heapam.h"
 #include "access/htup_details.h"
+#include "access/skey.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "catalog/namespace.h"
 #include "catalog/pg_type.h"
 #include "commands/trigger.h"
+#include "executor/executor.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "lib/stringinfo.h"
@@ -66,7 +73,10 @@
 #include "utils/jsonb.h"
 #include "utils/lsyscache.h"
 #include "utils/memutils.h"
+#include "utils/fmgroids.h"
 #include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 #include "utils/uuid.h"
 
 #include "audit.h"
@@ -130,14 +140,15 @@ static struct
 	AttrNumber	att_rowhash;
 }			chain_attrs;
 
-/* plans of the chain trigger, for one "PaymentAuditLog" */
+/* the payment lock of the chain, for one "PaymentAuditLog" */
 static struct
 {
 	Oid			logrelid;
 	SPIPlanPtr	lock_plan;
-	SPIPlanPtr	head_plan;
-	SPIPlanPtr	upsert_plan;
 }			chain_plans;
+
+/* payment.audit_chain_heads, looked up once (reset by invalidation) */
+static Oid	chain_heads_relid = InvalidOid;
 
 /* the payment whose row lock the row trigger holds (see audit.h) */
 static bool chain_prelocked_valid = false;
@@ -168,6 +179,8 @@ pe_audit_chain_relcache_inval(Oid relid)
 {
 	if (relid == InvalidOid || relid == chain_attrs.relid)
 		chain_attrs.valid = false;
+	if (relid == InvalidOid || relid == chain_heads_relid)
+		chain_heads_relid = InvalidOid;
 }
 
 /* The nil uuid, id of the system chain. */
@@ -349,24 +362,19 @@ chain_prepare(const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
-/* The trigger's plans for the log rel; caller is connected to SPI. */
+/* The lock plan for the log rel; caller is connected to SPI. */
 static void
 chain_load_plans(Relation rel)
 {
 	Oid			relid = RelationGetRelid(rel);
 	char	   *payments;
 	Oid			uuidarg[1] = {UUIDOID};
-	Oid			upsertargs[4] = {UUIDOID, INT8OID, BYTEAOID, INT8OID};
 
-	if (chain_plans.logrelid == relid && chain_plans.upsert_plan != NULL)
+	if (chain_plans.logrelid == relid && chain_plans.lock_plan != NULL)
 		return;
 	if (chain_plans.lock_plan != NULL)
 		SPI_freeplan(chain_plans.lock_plan);
-	if (chain_plans.head_plan != NULL)
-		SPI_freeplan(chain_plans.head_plan);
-	if (chain_plans.upsert_plan != NULL)
-		SPI_freeplan(chain_plans.upsert_plan);
-	chain_plans.lock_plan = chain_plans.head_plan = chain_plans.upsert_plan = NULL;
+	chain_plans.lock_plan = NULL;
 
 	payments = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
 										  "Payments");
@@ -374,18 +382,175 @@ chain_load_plans(Relation rel)
 		chain_prepare(psprintf("SELECT 1 FROM %s WHERE \"Id\" OPERATOR(pg_catalog.=) $1 "
 							   "FOR NO KEY UPDATE", payments),
 					  1, uuidarg);
-	chain_plans.head_plan =
-		chain_prepare("SELECT seq, row_hash FROM payment.audit_chain_heads "
-					  "WHERE chain_id OPERATOR(pg_catalog.=) $1",
-					  1, uuidarg);
-	chain_plans.upsert_plan =
-		chain_prepare("INSERT INTO payment.audit_chain_heads AS h (chain_id, seq, row_hash) "
-					  "VALUES ($1, $2, $3) ON CONFLICT (chain_id) DO UPDATE "
-					  "SET seq = excluded.seq, row_hash = excluded.row_hash, "
-					  "updated_at = pg_catalog.now() "
-					  "WHERE h.seq OPERATOR(pg_catalog.=) $4",
-					  4, upsertargs);
 	chain_plans.logrelid = relid;
+}
+
+/* ---------------------------------------------------------------------------
+ * The chain heads
+ *
+ * payment.audit_chain_heads is bookkeeping of this file alone, like a
+ * catalog: it is read and advanced directly (an index probe, a heap update
+ * that is normally HOT), not through SPI, which would cost two executor
+ * runs per audit row.  Its CHECK constraints (seq >= 1, a 32-byte hash)
+ * hold by construction; triggers on it would not fire.
+ * ---------------------------------------------------------------------------
+ */
+
+#define HEADS_NATTS				4
+#define HEADS_ATT_CHAIN			1
+#define HEADS_ATT_SEQ			2
+#define HEADS_ATT_HASH			3
+#define HEADS_ATT_UPDATED		4
+
+/* payment.audit_chain_heads, opened with RowExclusiveLock and checked */
+static Relation
+chain_heads_open(void)
+{
+	Relation	heads;
+	TupleDesc	td;
+
+	if (!OidIsValid(chain_heads_relid))
+	{
+		Oid			nsp = get_namespace_oid("payment", false);
+
+		chain_heads_relid = get_relname_relid("audit_chain_heads", nsp);
+		if (!OidIsValid(chain_heads_relid))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNDEFINED_TABLE),
+					 errmsg("table payment.audit_chain_heads does not exist")));
+	}
+	heads = table_open(chain_heads_relid, RowExclusiveLock);
+	td = RelationGetDescr(heads);
+	if (td->natts != HEADS_NATTS ||
+		TupleDescAttr(td, HEADS_ATT_CHAIN - 1)->atttypid != UUIDOID ||
+		TupleDescAttr(td, HEADS_ATT_SEQ - 1)->atttypid != INT8OID ||
+		TupleDescAttr(td, HEADS_ATT_HASH - 1)->atttypid != BYTEAOID ||
+		TupleDescAttr(td, HEADS_ATT_UPDATED - 1)->atttypid != TIMESTAMPTZOID ||
+		!OidIsValid(RelationGetPrimaryKeyIndex(heads)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
+				 errmsg("table payment.audit_chain_heads is not as payment_ext created it")));
+	return heads;
+}
+
+/*
+ * chain_head_fetch
+ *		The head of chain, from the latest snapshot: the appends to a chain
+ *		are serialised (see the file header), so every earlier append has
+ *		committed or is this transaction's own (the caller has incremented
+ *		the command counter).  Sets *tid when found.
+ */
+static bool
+chain_head_fetch(Relation heads, const pg_uuid_t *chain, int64 *seq,
+				 unsigned char *hash, ItemPointer tid)
+{
+	ScanKeyData key;
+	SysScanDesc scan;
+	HeapTuple	tuple;
+	Snapshot	snapshot;
+	bool		found = false;
+
+	snapshot = RegisterSnapshot(GetLatestSnapshot());
+	ScanKeyInit(&key, HEADS_ATT_CHAIN, BTEqualStrategyNumber, F_UUID_EQ,
+				UUIDPGetDatum(chain));
+	scan = systable_beginscan(heads, RelationGetPrimaryKeyIndex(heads), true,
+							  snapshot, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+	{
+		bool		isnull;
+		Datum		d;
+		bytea	   *h;
+
+		d = heap_getattr(tuple, HEADS_ATT_SEQ, RelationGetDescr(heads), &isnull);
+		if (isnull)
+			elog(ERROR, "audit chain head has no sequence number");
+		*seq = DatumGetInt64(d);
+		d = heap_getattr(tuple, HEADS_ATT_HASH, RelationGetDescr(heads), &isnull);
+		h = isnull ? NULL : DatumGetByteaPP(d);
+		if (h == NULL || VARSIZE_ANY_EXHDR(h) != CHAIN_HASH_LEN)
+			elog(ERROR, "audit chain head hash has %d bytes",
+				 h == NULL ? 0 : (int) VARSIZE_ANY_EXHDR(h));
+		memcpy(hash, VARDATA_ANY(h), CHAIN_HASH_LEN);
+		*tid = tuple->t_self;
+		found = true;
+	}
+	systable_endscan(scan);
+	UnregisterSnapshot(snapshot);
+	return found;
+}
+
+/*
+ * chain_head_store
+ *		Advance chain's head to (seq, hash): update the head found at tid,
+ *		or insert the first one.  A head updated by another transaction
+ *		since it was read means a concurrent append: serialization failure,
+ *		never a fork.
+ */
+static void
+chain_head_store(Relation heads, const pg_uuid_t *chain, bool found,
+				 ItemPointer tid, int64 seq, const unsigned char *hash)
+{
+	Datum		values[HEADS_NATTS];
+	bool		nulls[HEADS_NATTS] = {false, false, false, false};
+	HeapTuple	tuple;
+	CommandId	cid = GetCurrentCommandId(true);
+	bool		index_entries;
+
+	values[HEADS_ATT_CHAIN - 1] = UUIDPGetDatum(chain);
+	values[HEADS_ATT_SEQ - 1] = Int64GetDatum(seq);
+	values[HEADS_ATT_HASH - 1] = PointerGetDatum(chain_bytea(hash, CHAIN_HASH_LEN));
+	values[HEADS_ATT_UPDATED - 1] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	tuple = heap_form_tuple(RelationGetDescr(heads), values, nulls);
+
+	if (found)
+	{
+		TM_FailureData tmfd;
+		LockTupleMode lockmode;
+		TM_Result	result;
+
+		result = heap_update(heads, tid, tuple, cid, InvalidSnapshot, true,
+							 &tmfd, &lockmode);
+		switch (result)
+		{
+			case TM_Ok:
+				break;
+			case TM_Updated:
+			case TM_Deleted:
+				ereport(ERROR,
+						(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+						 errmsg("could not append to audit chain %s: it was appended to concurrently",
+								DatumGetCString(DirectFunctionCall1(uuid_out,
+																	UUIDPGetDatum(chain)))),
+						 errhint("Retry the transaction.")));
+				break;
+			default:
+				elog(ERROR, "unexpected heap_update status %u for an audit chain head",
+					 (unsigned int) result);
+		}
+		index_entries = !HeapTupleIsHeapOnly(tuple);
+	}
+	else
+	{
+		heap_insert(heads, tuple, cid, 0, NULL);
+		index_entries = true;
+	}
+
+	if (index_entries)
+	{
+		EState	   *estate = CreateExecutorState();
+		ResultRelInfo *rri = makeNode(ResultRelInfo);
+		TupleTableSlot *slot;
+
+		InitResultRelInfo(rri, heads, 1, NULL, 0);
+		ExecOpenIndices(rri, false);
+		slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(heads), &TTSOpsHeapTuple);
+		ExecStoreHeapTuple(tuple, slot, false);
+		(void) ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
+		ExecCloseIndices(rri);
+		ExecResetTupleTable(estate->es_tupleTable, false);
+		FreeExecutorState(estate);
+	}
 }
 
 /*
@@ -428,6 +593,145 @@ chain_lock(const pg_uuid_t *chain, bool is_payment)
 }
 
 /*
+ * pe_audit_chain_lock_payment
+ *		Take the row lock of payment in rel's schema (FOR NO KEY UPDATE),
+ *		unless the caller said it holds it (pe_audit_chain_set_prelocked).
+ *		True when the payment is visible and locked, which then also holds
+ *		for the rest of the transaction (see audit.h).
+ */
+bool
+pe_audit_chain_lock_payment(Relation rel, const pg_uuid_t *payment)
+{
+	Oid			save_userid;
+	int			save_sec;
+	Datum		arg = UUIDPGetDatum(payment);
+	int			ret;
+	bool		found;
+
+	if (chain_prelocked_valid &&
+		memcmp(chain_prelocked.data, payment->data, UUID_LEN) == 0)
+		return true;
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	SetUserIdAndSecContext(rel->rd_rel->relowner,
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_NOFORCE_RLS);
+	chain_load_plans(rel);
+	ret = SPI_execute_plan(chain_plans.lock_plan, &arg, NULL, false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
+	found = (SPI_processed == 1);
+	SetUserIdAndSecContext(save_userid, save_sec);
+	if (SPI_finish() != SPI_OK_FINISH)
+		elog(ERROR, "SPI_finish failed");
+	if (found)
+		pe_audit_chain_set_prelocked(payment);
+	return found;
+}
+
+/*
+ * pe_audit_chain_link
+ *		Link the "PaymentAuditLog" row values/nulls (rel's attribute order)
+ *		into its chain: set "ChainSeq", "PrevHash" and "RowHash" in place
+ *		(allocated in the caller's memory context) and advance the chain's
+ *		head.  Used by the chain trigger and by the audit trigger's direct
+ *		write (audit_store.c), so that every row is chained the same way.
+ */
+void
+pe_audit_chain_link(Relation rel, Datum *values, bool *nulls)
+{
+	Datum		hvalues[CHAIN_NCOLUMNS];
+	bool		hnulls[CHAIN_NCOLUMNS];
+	pg_uuid_t	chain;
+	bool		is_payment;
+	bool		is_row;
+	bool		have_prev = false;
+	unsigned char prev[CHAIN_HASH_LEN];
+	unsigned char hash[CHAIN_HASH_LEN];
+	int64		seq = 0;
+	Oid			save_userid;
+	int			save_sec;
+	int			i;
+	Relation	heads;
+	bool		found;
+	ItemPointerData tid;
+
+	chain_load_attrs(rel);
+
+	/* the chain: the payment, else the row, else the system chain */
+	is_payment = !nulls[chain_attrs.att[CHAIN_COL_PAYMENT] - 1];
+	is_row = false;
+	if (is_payment)
+		memcpy(&chain, DatumGetUUIDP(values[chain_attrs.att[CHAIN_COL_PAYMENT] - 1]),
+			   sizeof(chain));
+	else if (!nulls[chain_attrs.att[CHAIN_COL_ROW] - 1])
+	{
+		memcpy(&chain, DatumGetUUIDP(values[chain_attrs.att[CHAIN_COL_ROW] - 1]),
+			   sizeof(chain));
+		is_row = true;
+	}
+	else
+		chain_system_id(&chain);
+
+	/*
+	 * A row's own chain needs no lock of its own: the audited write holds
+	 * that row's lock (or inserted it), and a concurrent append by another
+	 * writer is caught when the head is advanced (40001).  Not taking one
+	 * per row also keeps a bulk insert of many rows (each its own chain)
+	 * from filling the lock table.
+	 */
+	if (!is_row &&
+		!(is_payment && chain_prelocked_valid &&
+		  memcmp(chain_prelocked.data, chain.data, UUID_LEN) == 0))
+	{
+		GetUserIdAndSecContext(&save_userid, &save_sec);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		SetUserIdAndSecContext(rel->rd_rel->relowner,
+							   save_sec | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_NOFORCE_RLS);
+		chain_load_plans(rel);
+		chain_lock(&chain, is_payment);
+		SetUserIdAndSecContext(save_userid, save_sec);
+		if (SPI_finish() != SPI_OK_FINISH)
+			elog(ERROR, "SPI_finish failed");
+	}
+
+	/* the head, read after the lock is held, and seeing our own appends */
+	CommandCounterIncrement();
+	heads = chain_heads_open();
+	found = chain_head_fetch(heads, &chain, &seq, prev, &tid);
+	have_prev = found;
+	seq = found ? seq + 1 : 1;
+
+	/* this row's position and predecessor, then its hash */
+	for (i = 0; i < (int) CHAIN_NCOLUMNS; i++)
+	{
+		hvalues[i] = values[chain_attrs.att[i] - 1];
+		hnulls[i] = nulls[chain_attrs.att[i] - 1];
+	}
+	hvalues[CHAIN_COL_SEQ] = Int64GetDatum(seq);
+	hnulls[CHAIN_COL_SEQ] = false;
+	hvalues[CHAIN_COL_PREV] =
+		have_prev ? PointerGetDatum(chain_bytea(prev, CHAIN_HASH_LEN)) : (Datum) 0;
+	hnulls[CHAIN_COL_PREV] = !have_prev;
+	chain_hash(hvalues, hnulls, hash);
+
+	/* advance the head, only from the position read above */
+	chain_head_store(heads, &chain, found, &tid, seq, hash);
+	table_close(heads, NoLock);
+
+	values[chain_attrs.att[CHAIN_COL_SEQ] - 1] = hvalues[CHAIN_COL_SEQ];
+	nulls[chain_attrs.att[CHAIN_COL_SEQ] - 1] = false;
+	values[chain_attrs.att[CHAIN_COL_PREV] - 1] = hvalues[CHAIN_COL_PREV];
+	nulls[chain_attrs.att[CHAIN_COL_PREV] - 1] = !have_prev;
+	values[chain_attrs.att_rowhash - 1] = PointerGetDatum(chain_bytea(hash, CHAIN_HASH_LEN));
+	nulls[chain_attrs.att_rowhash - 1] = false;
+}
+
+/*
  * Trigger function: BEFORE INSERT FOR EACH ROW on "PaymentAuditLog".  Sets
  * "ChainSeq", "PrevHash" and "RowHash" (whatever the inserter put there)
  * and advances the chain's head.
@@ -442,23 +746,6 @@ pe_audit_chain_trigger(PG_FUNCTION_ARGS)
 	HeapTuple	tuple;
 	Datum	   *values;
 	bool	   *nulls;
-	Datum		hvalues[CHAIN_NCOLUMNS];
-	bool		hnulls[CHAIN_NCOLUMNS];
-	pg_uuid_t	chain;
-	bool		is_payment;
-	bool		is_row;
-	bool		have_prev = false;
-	unsigned char prev[CHAIN_HASH_LEN];
-	unsigned char hash[CHAIN_HASH_LEN];
-	int64		seq = 1;
-	Oid			save_userid;
-	int			save_sec;
-	int			ret;
-	int			i;
-	Datum		args[4];
-	int			cols[3];
-	Datum		newvals[3];
-	bool		newnulls[3];
 
 	if (!CALLED_AS_TRIGGER(fcinfo))
 		ereport(ERROR,
@@ -494,7 +781,7 @@ pe_audit_chain_trigger(PG_FUNCTION_ARGS)
 	 * trail it belongs to, so it is refused outside restore mode.  Other
 	 * values in the chain columns are overwritten, as always.
 	 */
-	if (chain_attrs.att_rowhash > 0 && !nulls[chain_attrs.att_rowhash - 1] &&
+	if (!nulls[chain_attrs.att_rowhash - 1] &&
 		VARSIZE_ANY_EXHDR(DatumGetByteaPP(values[chain_attrs.att_rowhash - 1])) == CHAIN_HASH_LEN)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -502,106 +789,8 @@ pe_audit_chain_trigger(PG_FUNCTION_ARGS)
 				 errdetail("A \"PaymentAuditLog\" row with a 32-byte \"RowHash\" comes from a dump; chaining it again would rewrite the audit trail."),
 				 errhint("To restore a dump, run pg_restore as a superuser with PGOPTIONS='-c payment_ext.restoring=on' (README \"Operations\").")));
 
-	/* the chain: the payment, else the row, else the system chain */
-	is_payment = !nulls[chain_attrs.att[CHAIN_COL_PAYMENT] - 1];
-	is_row = false;
-	if (is_payment)
-		memcpy(&chain, DatumGetUUIDP(values[chain_attrs.att[CHAIN_COL_PAYMENT] - 1]),
-			   sizeof(chain));
-	else if (!nulls[chain_attrs.att[CHAIN_COL_ROW] - 1])
-	{
-		memcpy(&chain, DatumGetUUIDP(values[chain_attrs.att[CHAIN_COL_ROW] - 1]),
-			   sizeof(chain));
-		is_row = true;
-	}
-	else
-		chain_system_id(&chain);
-
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	SetUserIdAndSecContext(rel->rd_rel->relowner,
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_NOFORCE_RLS);
-	chain_load_plans(rel);
-
-	/*
-	 * A row's own chain needs no lock of its own: the audited write holds
-	 * that row's lock (or inserted it), and a concurrent append by another
-	 * writer is caught by the head upsert below (40001).  Not taking one per
-	 * row also keeps a bulk insert of many rows (each its own chain) from
-	 * filling the lock table.
-	 */
-	if (!is_row)
-		chain_lock(&chain, is_payment);
-
-	/* the head, read after the lock is held */
-	args[0] = UUIDPGetDatum(&chain);
-	ret = SPI_execute_plan(chain_plans.head_plan, args, NULL, false, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed == 1)
-	{
-		bool		isnull;
-		Datum		d;
-		bytea	   *h;
-
-		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 1, &isnull);
-		seq = DatumGetInt64(d) + 1;
-		d = SPI_getbinval(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, 2, &isnull);
-		h = DatumGetByteaPP(d);
-		if (VARSIZE_ANY_EXHDR(h) != CHAIN_HASH_LEN)
-			elog(ERROR, "audit chain head hash has %d bytes",
-				 (int) VARSIZE_ANY_EXHDR(h));
-		memcpy(prev, VARDATA_ANY(h), CHAIN_HASH_LEN);
-		have_prev = true;
-	}
-
-	/* the stored row: this row's position and predecessor, then its hash */
-	values[chain_attrs.att[CHAIN_COL_SEQ] - 1] = Int64GetDatum(seq);
-	nulls[chain_attrs.att[CHAIN_COL_SEQ] - 1] = false;
-	values[chain_attrs.att[CHAIN_COL_PREV] - 1] =
-		have_prev ? PointerGetDatum(chain_bytea(prev, CHAIN_HASH_LEN)) : (Datum) 0;
-	nulls[chain_attrs.att[CHAIN_COL_PREV] - 1] = !have_prev;
-	for (i = 0; i < (int) CHAIN_NCOLUMNS; i++)
-	{
-		hvalues[i] = values[chain_attrs.att[i] - 1];
-		hnulls[i] = nulls[chain_attrs.att[i] - 1];
-	}
-	chain_hash(hvalues, hnulls, hash);
-
-	/* advance the head, only from the position read above */
-	args[1] = Int64GetDatum(seq);
-	args[2] = PointerGetDatum(chain_bytea(hash, CHAIN_HASH_LEN));
-	args[3] = Int64GetDatum(seq - 1);
-	ret = SPI_execute_plan(chain_plans.upsert_plan, args, NULL, false, 0);
-	if (ret != SPI_OK_INSERT)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed != 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
-				 errmsg("could not append to audit chain %s: it was appended to concurrently",
-						DatumGetCString(DirectFunctionCall1(uuid_out,
-															UUIDPGetDatum(&chain)))),
-				 errhint("Retry the transaction.")));
-
-	SetUserIdAndSecContext(save_userid, save_sec);
-	if (SPI_finish() != SPI_OK_FINISH)
-		elog(ERROR, "SPI_finish failed");
-
-	/* built after SPI_finish, in the trigger manager's per-tuple context */
-	cols[0] = chain_attrs.att[CHAIN_COL_SEQ];
-	newvals[0] = Int64GetDatum(seq);
-	newnulls[0] = false;
-	cols[1] = chain_attrs.att[CHAIN_COL_PREV];
-	newvals[1] = have_prev ? PointerGetDatum(chain_bytea(prev, CHAIN_HASH_LEN)) : (Datum) 0;
-	newnulls[1] = !have_prev;
-	cols[2] = chain_attrs.att_rowhash;
-	newvals[2] = PointerGetDatum(chain_bytea(hash, CHAIN_HASH_LEN));
-	newnulls[2] = false;
-
-	return PointerGetDatum(heap_modify_tuple_by_cols(tuple, tupdesc, 3, cols,
-													 newvals, newnulls));
+	pe_audit_chain_link(rel, values, nulls);
+	return PointerGetDatum(heap_form_tuple(tupdesc, values, nulls));
 }
 
 /* ---------------------------------------------------------------------------

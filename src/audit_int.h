@@ -110,4 +110,26 @@ extern void pe_audit_classify_delete(AuditEntry *e, AuditRelCache *entry,
 extern void pe_audit_read_request(AuditRequest *req);
 extern const char *pe_audit_role_name(Oid roleid);
 
+/* audit_store.c: the direct write of an audit row */
+typedef enum AuditStoreColumn
+{
+	AS_PAYMENT_ID,
+	AS_USER_ID,
+	AS_ACTION_TYPE,
+	AS_DESCRIPTION,
+	AS_OLD_VALUES,
+	AS_NEW_VALUES,
+	AS_IP_ADDRESS,
+	AS_USER_AGENT,
+	AS_TABLE_NAME,
+	AS_ROW_ID,
+	AS_SESSION_USER,
+	AS_CURRENT_USER,
+	AS_NCOLUMNS
+} AuditStoreColumn;
+
+extern bool pe_audit_store_direct(Oid logrelid, bool lock_payment,
+								  const Datum *values, const bool *nulls);
+extern void pe_audit_store_inval(Oid relid);
+
 #endif							/* PE_AUDIT_INT_H */
