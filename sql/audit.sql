@@ -312,6 +312,65 @@ SELECT seq, action, description FROM new_rows();
 SELECT payment.verify_audit('40000000-0000-0000-0000-000000000003') AS payment_3;
 
 -- ---------------------------------------------------------------------------
+-- the audit trigger writes its rows without an INSERT statement
+-- (src/audit_store.c): what the log's definition asks for still holds, and
+-- a trigger on the log, which that write could not fire, sends the rows
+-- back through an ordinary INSERT
+-- ---------------------------------------------------------------------------
+SELECT mark();
+-- a CHECK constraint added by a DBA holds for the audit rows: the change
+-- fails and nothing of it stays
+ALTER TABLE "PaymentAuditLog" ADD CONSTRAINT audit_test_short
+	CHECK (length("ActionDescription") < 10) NOT VALID;
+UPDATE "Payments" SET "Metadata" = '{"try": "check"}' WHERE "Id" = '40000000-0000-0000-0000-000000000001';
+SELECT "Metadata" FROM "Payments" WHERE "Id" = '40000000-0000-0000-0000-000000000001';
+ALTER TABLE "PaymentAuditLog" DROP CONSTRAINT audit_test_short;
+-- a column added with a default gets its default
+ALTER TABLE "PaymentAuditLog" ADD COLUMN audit_test_note text DEFAULT 'from the default';
+UPDATE "Payments" SET "Metadata" = '{"try": "default"}' WHERE "Id" = '40000000-0000-0000-0000-000000000001';
+SELECT "ActionType", audit_test_note FROM "PaymentAuditLog" ORDER BY "Id" DESC LIMIT 1;
+ALTER TABLE "PaymentAuditLog" DROP COLUMN audit_test_note;
+-- a trigger on the log fires for the audit trigger's rows
+CREATE FUNCTION audit_test_seen() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	RAISE NOTICE 'log trigger saw % of %', NEW."ActionType", NEW."TableName";
+	RETURN NEW;
+END
+$$;
+CREATE TRIGGER audit_test_seen AFTER INSERT ON "PaymentAuditLog"
+	FOR EACH ROW EXECUTE FUNCTION audit_test_seen();
+UPDATE "Payments" SET "Metadata" = '{"try": "trigger"}' WHERE "Id" = '40000000-0000-0000-0000-000000000001';
+DROP TRIGGER audit_test_seen ON "PaymentAuditLog";
+DROP FUNCTION audit_test_seen();
+UPDATE "Payments" SET "Metadata" = '{"try": "direct again"}' WHERE "Id" = '40000000-0000-0000-0000-000000000001';
+-- rows of both ways share one chain, which verifies
+SELECT seq, action, new FROM new_rows();
+SELECT payment.verify_audit('40000000-0000-0000-0000-000000000001') AS payment_1;
+-- a user that the log names is never deleted (the user of a new audit row
+-- is locked FOR KEY SHARE until its transaction ends, as the foreign key's
+-- own check would lock it)
+INSERT INTO "Users" ("Id", "SceneName", "Email") VALUES
+	('10000000-0000-0000-0000-000000000003', 'Quinn', 'quinn@example.org');
+BEGIN;
+SET LOCAL app.current_user_id = '10000000-0000-0000-0000-000000000003';
+UPDATE "Payments" SET "Metadata" = '{"try": "user"}' WHERE "Id" = '40000000-0000-0000-0000-000000000001';
+COMMIT;
+SELECT "UserId", "ActionType" FROM "PaymentAuditLog" ORDER BY "Id" DESC LIMIT 1;
+DELETE FROM "Users" WHERE "Id" = '10000000-0000-0000-0000-000000000003';
+-- that user is now known to this backend: the next audit row naming it is
+-- written without looking "Users" up (the foreign key's check would scan
+-- its primary key once per row)
+SELECT indexrelid::regclass AS users_pkey FROM pg_index
+ WHERE indrelid = '"Users"'::regclass AND indisprimary \gset
+BEGIN;
+SET LOCAL app.current_user_id = '10000000-0000-0000-0000-000000000003';
+SELECT pg_stat_get_xact_numscans(:'users_pkey'::regclass) AS users_scans \gset
+UPDATE "Payments" SET "Metadata" = '{"try": "known user"}' WHERE "Id" = '40000000-0000-0000-0000-000000000001';
+SELECT pg_stat_get_xact_numscans(:'users_pkey'::regclass) - :users_scans AS users_scans_for_the_audit_row;
+COMMIT;
+SELECT payment.verify_audit('40000000-0000-0000-0000-000000000001') AS payment_1;
+
+-- ---------------------------------------------------------------------------
 -- clean up
 -- ---------------------------------------------------------------------------
 REVOKE ALL ON "PaymentAuditLog" FROM regress_audit_clerk;

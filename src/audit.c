@@ -101,9 +101,12 @@ typedef struct AuditTarget
 
 /*
  * The last application user found in "Users".  "pending" while only the
- * current transaction has referenced it; once a transaction that referenced
- * it commits, FK_PaymentAuditLog_Users (ON DELETE RESTRICT) keeps the user
- * from being deleted, so the entry stays valid for the backend's life.
+ * current transaction has referenced it: it then holds the user's row lock
+ * (FOR KEY SHARE, what the foreign key's RI check would take).  Once a
+ * transaction that referenced it commits, FK_PaymentAuditLog_Users (ON
+ * DELETE RESTRICT) keeps the user from being deleted, so the entry stays
+ * valid for the backend's life.  Either way the audit row's user reference
+ * cannot fail, which lets the row be written directly (audit_store.c).
  */
 typedef struct AuditKnownUser
 {
@@ -569,7 +572,8 @@ audit_prepare(const char *sql, int nargs, Oid *argtypes)
 
 /*
  * audit_user_exists
- *		Is uuid a row of "Users"?  Caller is connected to SPI, as the log's
+ *		Is uuid a row of "Users"?  If so, locks it FOR KEY SHARE (as the RI
+ *		check would).  Caller is connected to SPI, as the log's
  *		owner.  The answer is cached (see AuditKnownUser).
  */
 static bool
@@ -589,7 +593,8 @@ audit_user_exists(AuditTarget *t, const pg_uuid_t *user)
 		Oid			argtypes[1] = {UUIDOID};
 		char	   *sql;
 
-		sql = psprintf("SELECT 1 FROM %s WHERE \"Id\" OPERATOR(pg_catalog.=) $1",
+		sql = psprintf("SELECT 1 FROM %s WHERE \"Id\" OPERATOR(pg_catalog.=) $1 "
+					   "FOR KEY SHARE",
 					   quote_qualified_identifier(get_namespace_name(t->nspid),
 												  "Users"));
 		t->user_plan = audit_prepare(sql, 1, argtypes);
@@ -708,15 +713,13 @@ audit_write(AuditEntry *e, Oid nspid)
 	}
 
 	/*
-	 * The direct write (audit_store.c) when the row's foreign keys cannot
-	 * fail: its payment is locked (the change holds the lock, or it is
-	 * taken now), and its user is NULL or already referenced by a committed
-	 * audit row.  Otherwise, or when the log's shape does not allow it,
-	 * the SPI INSERT, with the RI checks.
+	 * The direct write (audit_store.c): the row's foreign keys cannot fail.
+	 * Its payment is locked (the change holds the lock, or it is taken
+	 * now), and its user is NULL, or locked FOR KEY SHARE by this
+	 * transaction, or referenced by an audit row this backend committed
+	 * (see AuditKnownUser).  When the log's shape does not allow it, the
+	 * SPI INSERT, with the RI checks.
 	 */
-	if (user_id == NULL ||
-		(audit_known_user.valid && !audit_known_user.pending &&
-		 memcmp(audit_known_user.id.data, user_id->data, UUID_LEN) == 0))
 	{
 		bool		snulls[AS_NCOLUMNS];
 		int			i;
