@@ -8,7 +8,11 @@
 #   - 60 payment.refund() of 1.00 at a 20.00 payment: exactly 20 succeed;
 #   - 50 plain INSERTs of a 1.00 refund at another 20.00 payment: exactly 20;
 #   - 20 payment.create() for one registration: exactly one live payment;
-#   - 20 payment.refund() with one idempotency key: one refund.
+#   - 20 payment.refund() with one idempotency key: one refund;
+#   - 30 metadata changes of one payment, in READ COMMITTED and then in
+#     REPEATABLE READ, and 20 refunds of another: one audit row per change
+#     that committed, each payment's hash chain contiguous and verified,
+#     never forked.
 # Prints TAP.  Needs PGHOST/PGPORT of a running cluster with payment_ext.
 #
 set -uo pipefail
@@ -33,7 +37,7 @@ ok() {
 
 q() { psql -X -qAt -v ON_ERROR_STOP=1 -d "$DB" -c "$1"; }
 
-echo "1..16"
+echo "1..24"
 
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null 2>&1
 q "CREATE EXTENSION payment_ext" >/dev/null
@@ -121,6 +125,29 @@ ok "$(q "SELECT count(*) FROM payment.outbox o JOIN \"Payments\" p ON p.\"Id\" =
 s=$(race 20 "SELECT payment.refund('$P4', 5.00, 'double clicked refund', '$ADMIN', 'click-42')")
 ok "$s" 20 "20 concurrent calls with one idempotency key all return"
 ok "$(q "SELECT count(*) || ' ' || sum(\"RefundAmountValue\") FROM \"PaymentRefunds\" WHERE \"OriginalPaymentId\" = '$P4'")" "1 5.00" "one refund of 5.00 was made"
+
+# 5. audit hash chains under concurrent writers of one payment
+# chain_ok PAYMENT: "rows|contiguous|head" of the payment's chain
+chain_ok() {
+	q "SELECT count(*) || '|' || (count(*) = max(\"ChainSeq\") AND count(DISTINCT \"ChainSeq\") = count(*))
+	          || '|' || (SELECT h.seq = max(a.\"ChainSeq\") AND h.row_hash = (SELECT \"RowHash\" FROM \"PaymentAuditLog\" x
+	                      WHERE x.\"PaymentId\" = '$1' AND x.\"ChainSeq\" = h.seq)
+	                     FROM payment.audit_chain_heads h WHERE h.chain_id = '$1')
+	     FROM \"PaymentAuditLog\" a WHERE a.\"PaymentId\" = '$1'"
+}
+before=$(q "SELECT count(*) FROM \"PaymentAuditLog\" WHERE \"PaymentId\" = '$P4'")
+s=$(race 30 "UPDATE \"Payments\" SET \"Metadata\" = jsonb_build_object('client', pg_backend_pid()) WHERE \"Id\" = '$P4'")
+ok "$s" 30 "30 concurrent metadata changes of one payment (READ COMMITTED) all commit"
+ok "$(q "SELECT count(*) - $before FROM \"PaymentAuditLog\" WHERE \"PaymentId\" = '$P4'")" 30 "30 audit rows were added to its chain"
+before=$((before + 30))
+s=$(race 30 "BEGIN ISOLATION LEVEL REPEATABLE READ; UPDATE \"Payments\" SET \"Metadata\" = jsonb_build_object('rr', pg_backend_pid()) WHERE \"Id\" = '$P4'; COMMIT")
+ok "$(q "SELECT count(*) - $before FROM \"PaymentAuditLog\" WHERE \"PaymentId\" = '$P4'")" "$s" "REPEATABLE READ: one audit row per change that committed ($s of 30)"
+ok "$(other_errors 'could not serialize access')" 0 "the others fail with a serialization failure only"
+ok "$(chain_ok "$P4" | cut -d'|' -f2-)" "true|true" "the chain is contiguous and its head is its newest row"
+s=$(race 20 "SELECT payment.refund('$P4', 0.50, 'concurrent audited refund', '$ADMIN')")
+ok "$s" 20 "20 concurrent refunds of the same payment succeed"
+ok "$(chain_ok "$P4" | cut -d'|' -f2-)" "true|true" "its chain is still contiguous, head included"
+ok "$(q "SELECT payment.verify_audit()")" "t" "payment.verify_audit() of every chain: true"
 
 psql -X -q -d postgres -c "DROP DATABASE $DB" >/dev/null 2>&1
 exit $((FAILS > 0))
