@@ -29,13 +29,17 @@
  *	  order), a row's own chain (a saved method, say) by the lock the
  *	  audited write holds on that row, and the system chain by a
  *	  transaction-level advisory lock in a lock space of its own (field4 =
- *	  PE_AUDIT_LOCK_SPACE).  The head is read after the lock is held.  The head upsert only moves
- *	  a head from the sequence number that was read: a concurrent append
- *	  that slipped through (REPEATABLE READ reading an old head, say) fails
- *	  with a serialization failure instead of forking the chain.
- *	- SPI runs as the owner of "PaymentAuditLog" (the callers hold no
- *	  privilege on payment.audit_chain_heads); errors abort the transaction,
- *	  which restores the user id.
+ *	  PE_AUDIT_LOCK_SPACE).  The head is read after the lock is held, from
+ *	  the latest snapshot (after a command counter increment, so that this
+ *	  transaction's own appends count), and advanced by a heap update of
+ *	  exactly the version that was read: a concurrent append that slipped
+ *	  through fails with a serialization failure instead of forking the
+ *	  chain.
+ *	- payment.audit_chain_heads is read and written directly (index probe,
+ *	  heap update or insert, index entries when the update is not HOT), as
+ *	  a catalog is: no privilege check, no trigger on it fires.  The
+ *	  payment lock goes through SPI, as the owner of "PaymentAuditLog";
+ *	  errors abort the transaction, which restores the user id.
  *	- This must be the last BEFORE INSERT trigger of the table: it hashes the
  *	  row as it will be stored.
  *	- The EVP_MD is fetched once per backend; hashing is one-shot
