@@ -559,11 +559,14 @@ chain_head_store(Relation heads, const pg_uuid_t *chain, bool found,
 
 /*
  * chain_lock
- *		Serialise appends to chain for the rest of the transaction; caller is
- *		connected to SPI.  See the file header.
+ *		Serialise appends to chain for the rest of the transaction (see the
+ *		file header).  True when chain is a payment and its row is now
+ *		locked (or the caller holds the lock); a payment this transaction
+ *		cannot see, and any other chain, get the advisory lock.  The row
+ *		lock is taken through SPI, as the owner of the log rel.
  */
-static void
-chain_lock(const pg_uuid_t *chain, bool is_payment)
+static bool
+chain_lock(Relation rel, const pg_uuid_t *chain, bool is_payment)
 {
 	LOCKTAG		tag;
 	uint32		k1;
@@ -574,16 +577,31 @@ chain_lock(const pg_uuid_t *chain, bool is_payment)
 	if (is_payment)
 	{
 		Datum		arg = UUIDPGetDatum(chain);
+		Oid			save_userid;
+		int			save_sec;
 		int			ret;
+		bool		found;
 
 		if (chain_prelocked_valid &&
 			memcmp(chain_prelocked.data, chain->data, UUID_LEN) == 0)
-			return;
+			return true;
+
+		GetUserIdAndSecContext(&save_userid, &save_sec);
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		SetUserIdAndSecContext(rel->rd_rel->relowner,
+							   save_sec | SECURITY_LOCAL_USERID_CHANGE |
+							   SECURITY_NOFORCE_RLS);
+		chain_load_plans(rel);
 		ret = SPI_execute_plan(chain_plans.lock_plan, &arg, NULL, false, 1);
 		if (ret != SPI_OK_SELECT)
 			elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
-		if (SPI_processed == 1)
-			return;
+		found = (SPI_processed == 1);
+		SetUserIdAndSecContext(save_userid, save_sec);
+		if (SPI_finish() != SPI_OK_FINISH)
+			elog(ERROR, "SPI_finish failed");
+		if (found)
+			return true;
 		/* a payment we cannot see: fall back to the advisory lock */
 	}
 
@@ -594,6 +612,7 @@ chain_lock(const pg_uuid_t *chain, bool is_payment)
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, k1 ^ k3, k2 ^ k4,
 						 PE_AUDIT_LOCK_SPACE);
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	return false;
 }
 
 /*
@@ -606,33 +625,10 @@ chain_lock(const pg_uuid_t *chain, bool is_payment)
 bool
 pe_audit_chain_lock_payment(Relation rel, const pg_uuid_t *payment)
 {
-	Oid			save_userid;
-	int			save_sec;
-	Datum		arg = UUIDPGetDatum(payment);
-	int			ret;
-	bool		found;
-
-	if (chain_prelocked_valid &&
-		memcmp(chain_prelocked.data, payment->data, UUID_LEN) == 0)
-		return true;
-
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	SetUserIdAndSecContext(rel->rd_rel->relowner,
-						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_NOFORCE_RLS);
-	chain_load_plans(rel);
-	ret = SPI_execute_plan(chain_plans.lock_plan, &arg, NULL, false, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
-	found = (SPI_processed == 1);
-	SetUserIdAndSecContext(save_userid, save_sec);
-	if (SPI_finish() != SPI_OK_FINISH)
-		elog(ERROR, "SPI_finish failed");
-	if (found)
-		pe_audit_chain_set_prelocked(payment);
-	return found;
+	if (!chain_lock(rel, payment, true))
+		return false;
+	pe_audit_chain_set_prelocked(payment);
+	return true;
 }
 
 /*
@@ -655,8 +651,6 @@ pe_audit_chain_link(Relation rel, Datum *values, bool *nulls)
 	unsigned char prev[CHAIN_HASH_LEN];
 	unsigned char hash[CHAIN_HASH_LEN];
 	int64		seq = 0;
-	Oid			save_userid;
-	int			save_sec;
 	int			i;
 	Relation	heads;
 	bool		found;
@@ -686,22 +680,8 @@ pe_audit_chain_link(Relation rel, Datum *values, bool *nulls)
 	 * per row also keeps a bulk insert of many rows (each its own chain)
 	 * from filling the lock table.
 	 */
-	if (!is_row &&
-		!(is_payment && chain_prelocked_valid &&
-		  memcmp(chain_prelocked.data, chain.data, UUID_LEN) == 0))
-	{
-		GetUserIdAndSecContext(&save_userid, &save_sec);
-		if (SPI_connect() != SPI_OK_CONNECT)
-			elog(ERROR, "SPI_connect failed");
-		SetUserIdAndSecContext(rel->rd_rel->relowner,
-							   save_sec | SECURITY_LOCAL_USERID_CHANGE |
-							   SECURITY_NOFORCE_RLS);
-		chain_load_plans(rel);
-		chain_lock(&chain, is_payment);
-		SetUserIdAndSecContext(save_userid, save_sec);
-		if (SPI_finish() != SPI_OK_FINISH)
-			elog(ERROR, "SPI_finish failed");
-	}
+	if (!is_row)
+		(void) chain_lock(rel, &chain, is_payment);
 
 	/* the head, read after the lock is held, and seeing our own appends */
 	CommandCounterIncrement();
