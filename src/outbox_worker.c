@@ -1533,6 +1533,15 @@ pe_outbox_worker_main(Datum main_arg)
 	 */
 	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
 	{
+		/*
+		 * Not PG_TRY: reset the error context stack by hand, as the
+		 * autovacuum launcher does.  An ERROR raised inside SPI leaves it
+		 * pointing at the stack frame of the query that failed, and the next
+		 * ereport here (the LOG of the phase change, a WARNING of the abort)
+		 * would call that dead callback and crash the worker, which restarts
+		 * the whole server.
+		 */
+		error_context_stack = NULL;
 		HOLD_INTERRUPTS();
 		EmitErrorReport();
 		AbortCurrentTransaction();

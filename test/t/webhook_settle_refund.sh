@@ -11,14 +11,16 @@
 #   - Stripe has it failed: the refund becomes Failed, nothing sent again;
 #   - ours is older than the newest 100 refunds: found on the next page;
 #   - a refund.create that could never be built (no PaymentIntent anywhere)
-#     fails its refund without any request to Stripe.
+#     fails its refund without any request to Stripe;
+#   - an ERROR in the settler's turn is recovered from by the worker itself
+#     (no crash, no server restart).
 # Prints TAP.
 #
 set -uo pipefail
 source "$PE_WORK/repo/test/worker_lib.sh"
 trap w_cleanup EXIT
 
-echo "1..36"
+echo "1..39"
 
 C=w_settle_re
 w_standin_start $C
@@ -197,5 +199,19 @@ is "$(kinds "$R5")|$(w_sql $C "SELECT last_error LIKE '%the payment has no Payme
 	"refund.create:dead|t" "  without a lookup; the dead row says why"
 is "$(w_http GET "/_test/requests?path=/v1/refunds" | w_json "len([r for r in j['requests'] if (r['params'] or {}).get('metadata', {}).get('refund_id') == '$R5'])")" 0 \
 	"  nothing was ever sent to Stripe for it"
+
+# --- 6. an ERROR in the settler's turn --------------------------------------------------
+WPID=$(w_worker_pid $C)
+w_sql $C "REVOKE INSERT ON payment.outbox FROM payment_worker" >/dev/null
+is "$(w_wait $C "SELECT last_error FROM payment.worker_status" "permission denied for table outbox" 30)" \
+	"permission denied for table outbox" \
+	"an ERROR in the settler's turn (the worker role lost INSERT on the outbox) shows in worker_status"
+is "$(w_worker_pid $C)|$(grep -c 'terminated by signal' "$PE_WORK/$C.log")" "$WPID|0" \
+	"  the worker recovers by itself: same process, no crash, no server restart"
+w_sql $C "GRANT INSERT ON payment.outbox TO payment_worker" >/dev/null
+P6=$(paid 6 12.00)
+R6=$(w_sql $C "SELECT payment.refund('$P6', 12.00, '$REASON', '$ADMIN')")
+is "$(w_wait $C "SELECT \"RefundStatus\" FROM \"PaymentRefunds\" WHERE \"Id\" = '$R6'" 1 30)" 1 \
+	"  once the grant is back it drains again"
 
 w_done
