@@ -242,10 +242,14 @@ static PePlan settle_plan = {
  * PaymentIntent opened at send time from the refund.create request, else
  * from the payment) and the answer finds ours by metadata[refund_id].
  * Only when some PaymentIntent or charge is known: see
- * settle_refund_fail_plan.  (A refund.create naming only a charge, which
- * payment.refund never queues, is listed by its payment's PaymentIntent;
- * with none the lookup cannot be built and is dead, and the refund waits
- * for an administrator: it may have reached Stripe.)
+ * settle_refund_fail_plan.  The list is read no sooner than pending_ttl
+ * (at most a minute) after the last refund.create died, so that a request
+ * Stripe was still executing when the worker gave up on it shows in the
+ * list, rather than being taken for one Stripe never got.  (A
+ * refund.create naming only a charge, which payment.refund never queues, is
+ * listed by its payment's PaymentIntent; with none the lookup cannot be
+ * built and is dead, and the refund waits for an administrator: it may
+ * have reached Stripe.)
  */
 #define SETTLE_REFUND_DEAD_SQL \
 	"    r.\"RefundStatus\" = 0" \
@@ -272,6 +276,10 @@ static PePlan settle_refund_plan = {
 	"    AND NOT EXISTS (SELECT 1 FROM payment.outbox l WHERE l.payment_id = r.\"OriginalPaymentId\""
 	"                     AND l.refund_id = r.\"Id\" AND l.kind = 'refund.list'"
 	"                     AND l.created_at > pg_catalog.now() - $1 * interval '1 second')"
+	"    AND NOT EXISTS (SELECT 1 FROM payment.outbox w WHERE w.payment_id = r.\"OriginalPaymentId\""
+	"                     AND w.refund_id = r.\"Id\" AND w.kind = 'refund.create'"
+	"                     AND w.completed_at > pg_catalog.now()"
+	"                         - LEAST($1, 60) * interval '1 second')"
 	"  ORDER BY r.\"CreatedAt\" LIMIT 100",
 	1, {INT4OID}, NULL, 0
 };
