@@ -20,7 +20,7 @@ set -uo pipefail
 source "$PE_WORK/repo/test/worker_lib.sh"
 trap w_cleanup EXIT
 
-echo "1..39"
+echo "1..40"
 
 C=w_settle_re
 w_standin_start $C
@@ -213,5 +213,9 @@ P6=$(paid 6 12.00)
 R6=$(w_sql $C "SELECT payment.refund('$P6', 12.00, '$REASON', '$ADMIN')")
 is "$(w_wait $C "SELECT \"RefundStatus\" FROM \"PaymentRefunds\" WHERE \"Id\" = '$R6'" 1 30)" 1 \
 	"  once the grant is back it drains again"
+
+# --- no Stripe id in the log --------------------------------------------------------------
+is "$(grep -cE '(^|[^A-Za-z0-9_])(pi|re|ch|txn)_[A-Za-z0-9]{8,}' "$PE_WORK/$C.log")|$(grep -c "$RE1" "$PE_WORK/$C.log")" "0|0" \
+	"the server log holds no PaymentIntent, Refund, charge or transaction id (the lookups' URLs hold one)"
 
 w_done
