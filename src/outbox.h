@@ -33,7 +33,8 @@ typedef enum OutboxKind
 	OUTBOX_REFUND_CREATE,		/* refund.create: POST /v1/refunds */
 	OUTBOX_PI_RETRIEVE,			/* payment_intent.retrieve: GET /v1/payment_intents/{id} */
 	OUTBOX_PI_CANCEL,			/* payment_intent.cancel: POST .../{id}/cancel */
-	OUTBOX_PI_SEARCH			/* payment_intent.search: GET .../search?query= */
+	OUTBOX_PI_SEARCH,			/* payment_intent.search: GET .../search?query= */
+	OUTBOX_REFUND_LIST			/* refund.list: GET /v1/refunds?payment_intent= */
 } OutboxKind;
 
 typedef struct OutboxItem

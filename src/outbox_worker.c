@@ -159,10 +159,22 @@ typedef struct ClaimedRow
  * SPI plans
  * ---------------------------------------------------------------------------
  */
+/*
+ * An outbox row that may still be sent: not a create request whose first
+ * attempt is over 23 hours old.  Stripe keeps idempotency keys for at least
+ * 24 hours and may execute a reused key again after that, so such a row is
+ * never claimed; the settler marks it dead and looks its payment or refund
+ * up instead (settle_stale_plan).
+ */
+#define OUTBOX_SENDABLE_SQL \
+	"(first_attempt_at IS NULL OR first_attempt_at >= pg_catalog.now() - interval '23 hours'" \
+	" OR kind NOT IN ('payment_intent.create', 'refund.create'))"
+
 static PePlan claim_plan = {
 	"WITH due AS ("
 	" SELECT id FROM payment.outbox"
 	"  WHERE state = 'pending' AND next_attempt_at <= pg_catalog.clock_timestamp()"
+	"  AND " OUTBOX_SENDABLE_SQL
 	"  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
 	" UPDATE payment.outbox o SET state = 'sending', attempts = o.attempts + 1,"
 	"  claimed_at = pg_catalog.now(), first_attempt_at = COALESCE(o.first_attempt_at, pg_catalog.now()),"
@@ -172,7 +184,8 @@ static PePlan claim_plan = {
 	1, {INT4OID}, NULL, 0
 };
 static PePlan next_due_plan = {
-	"SELECT pg_catalog.min(next_attempt_at) FROM payment.outbox WHERE state = 'pending'",
+	"SELECT pg_catalog.min(next_attempt_at) FROM payment.outbox WHERE state = 'pending'"
+	" AND " OUTBOX_SENDABLE_SQL,
 	0, {InvalidOid}, NULL, 0
 };
 static PePlan sweep_plan = {
@@ -183,16 +196,19 @@ static PePlan sweep_plan = {
 /*
  * The settler.  A request whose first attempt is over 23 hours old is never
  * resent (Stripe keeps idempotency keys for at least 24 hours): it is dead,
- * and its payment is looked up instead.  A Pending payment older than
- * payment_ext.pending_ttl, or whose create request is dead, with nothing of
- * its own in the outbox and no lookup within the last pending_ttl, gets a
- * lookup: GET by id when its PaymentIntent id is known, else a search by
- * metadata[payment_id].  The answers are recorded in outbox_outcome.c.
+ * and its payment or refund is looked up instead.  A Pending payment older
+ * than payment_ext.pending_ttl, or whose create request is dead, with
+ * nothing of its own in the outbox and no lookup within the last
+ * pending_ttl, gets a lookup: GET by id when its PaymentIntent id is known,
+ * else a search by metadata[payment_id].  A Processing refund whose every
+ * refund.create is dead gets the same kind of lookup (refund.list: the
+ * PaymentIntent's refunds, matched by metadata[refund_id]).  The answers
+ * are recorded in outbox_outcome.c.
  */
 static PePlan settle_stale_plan = {
 	"UPDATE payment.outbox SET state = 'dead', completed_at = pg_catalog.now(),"
 	" updated_at = pg_catalog.now(),"
-	" last_error = 'not resent: the first attempt is over 23 hours old and Stripe may have forgotten its idempotency key; the payment is looked up instead'"
+	" last_error = 'not resent: the first attempt is over 23 hours old and Stripe may have forgotten its idempotency key; the payment or refund is looked up instead'"
 	" WHERE state = 'pending' AND kind IN ('payment_intent.create', 'refund.create')"
 	" AND first_attempt_at < pg_catalog.now() - interval '23 hours'",
 	0, {InvalidOid}, NULL, 0
@@ -218,6 +234,85 @@ static PePlan settle_plan = {
 	"                     AND l.created_at > pg_catalog.now() - $1 * interval '1 second')"
 	"  ORDER BY p.\"CreatedAt\" LIMIT 100) c",
 	1, {INT4OID}, NULL, 0
+};
+/*
+ * A refund whose refund.create requests are all dead (the settler's own,
+ * or after max_attempts): Processing, so its fate at Stripe is unknown.
+ * Its lookup lists the PaymentIntent's refunds (GET /v1/refunds, the
+ * PaymentIntent opened at send time from the refund.create request, else
+ * from the payment) and the answer finds ours by metadata[refund_id].
+ * Only when some PaymentIntent or charge is known: see
+ * settle_refund_fail_plan.  The list is read no sooner than pending_ttl
+ * (at most a minute) after the last refund.create died, so that a request
+ * Stripe was still executing when the worker gave up on it shows in the
+ * list, rather than being taken for one Stripe never got.  (A
+ * refund.create naming only a charge, which payment.refund never queues, is
+ * listed by its payment's PaymentIntent; with none the lookup cannot be
+ * built and is dead, and the refund waits for an administrator: it may
+ * have reached Stripe.)
+ */
+#define SETTLE_REFUND_DEAD_SQL \
+	"    r.\"RefundStatus\" = 0" \
+	"    AND EXISTS (SELECT 1 FROM payment.outbox d WHERE d.payment_id = r.\"OriginalPaymentId\"" \
+	"                 AND d.refund_id = r.\"Id\" AND d.kind = 'refund.create' AND d.state = 'dead')" \
+	"    AND NOT EXISTS (SELECT 1 FROM payment.outbox o WHERE o.payment_id = r.\"OriginalPaymentId\"" \
+	"                     AND o.refund_id = r.\"Id\"" \
+	"                     AND (o.state IN ('pending', 'sending')" \
+	"                          OR (o.kind = 'refund.create' AND o.state <> 'dead')))"
+#define SETTLE_REFUND_HAS_PI_SQL \
+	"(EXISTS (SELECT 1 FROM @S@.\"Payments\" p WHERE p.\"Id\" = r.\"OriginalPaymentId\"" \
+	"          AND p.\"EncryptedStripePaymentIntentId\" IS NOT NULL)" \
+	" OR EXISTS (SELECT 1 FROM payment.outbox t WHERE t.payment_id = r.\"OriginalPaymentId\"" \
+	"             AND t.refund_id = r.\"Id\" AND t.kind = 'refund.create'" \
+	"             AND (t.request ? 'payment_intent' OR t.request ? 'charge')))"
+
+static PePlan settle_refund_plan = {
+	"INSERT INTO payment.outbox (kind, payment_id, refund_id, request, idempotency_key)"
+	" SELECT 'refund.list', r.\"OriginalPaymentId\", r.\"Id\", '{\"limit\": \"100\"}'::jsonb,"
+	"  'pe-' || r.\"Id\" || '-lookup-' || pg_catalog.gen_random_uuid()"
+	"   FROM @S@.\"PaymentRefunds\" r"
+	"  WHERE" SETTLE_REFUND_DEAD_SQL
+	"    AND " SETTLE_REFUND_HAS_PI_SQL
+	"    AND NOT EXISTS (SELECT 1 FROM payment.outbox l WHERE l.payment_id = r.\"OriginalPaymentId\""
+	"                     AND l.refund_id = r.\"Id\" AND l.kind = 'refund.list'"
+	"                     AND l.created_at > pg_catalog.now() - $1 * interval '1 second')"
+	"    AND NOT EXISTS (SELECT 1 FROM payment.outbox w WHERE w.payment_id = r.\"OriginalPaymentId\""
+	"                     AND w.refund_id = r.\"Id\" AND w.kind = 'refund.create'"
+	"                     AND w.completed_at > pg_catalog.now()"
+	"                         - LEAST($1, 60) * interval '1 second')"
+	"  ORDER BY r.\"CreatedAt\" LIMIT 100",
+	1, {INT4OID}, NULL, 0
+};
+
+/*
+ * A refund whose refund.create requests are all dead and name no
+ * PaymentIntent or charge, of a payment with no PaymentIntent id either,
+ * never reached Stripe: such a request cannot be built (outbox_build
+ * refuses it before sending), so the refund cannot exist there, and
+ * sending it again would fail the same way.  The refund becomes Failed
+ * (its amount is free again; an administrator refunds by other means),
+ * and its dead requests say why.
+ */
+static PePlan settle_refund_fail_plan = {
+	"WITH f AS ("
+	" UPDATE @S@.\"PaymentRefunds\" r SET \"RefundStatus\" = 2"
+	"  WHERE" SETTLE_REFUND_DEAD_SQL
+	"    AND NOT " SETTLE_REFUND_HAS_PI_SQL
+	"  RETURNING r.\"Id\", r.\"OriginalPaymentId\")"
+	" UPDATE payment.outbox d SET updated_at = pg_catalog.now(),"
+	"  last_error = pg_catalog.left(COALESCE(d.last_error || '; ', '') ||"
+	"   'the payment has no PaymentIntent, so the refund never reached Stripe: it is Failed', 1000)"
+	"  FROM f WHERE d.payment_id = f.\"OriginalPaymentId\" AND d.refund_id = f.\"Id\""
+	"   AND d.kind = 'refund.create' AND d.state = 'dead'",
+	0, {InvalidOid}, NULL, 0
+};
+/* The PaymentIntent the newest refund.create of a refund asked to refund */
+static PePlan refund_create_intent_plan = {
+	"SELECT request->>'payment_intent', idempotency_key FROM payment.outbox"
+	" WHERE payment_id = $1 AND refund_id = $2 AND kind = 'refund.create'"
+	"  AND request ? 'payment_intent'"
+	" ORDER BY id DESC LIMIT 1",
+	2, {UUIDOID, UUIDOID}, NULL, 0
 };
 static PePlan saved_method_plan = {
 	"SELECT \"EncryptedStripePaymentMethodId\" FROM @S@.\"PaymentMethods\" WHERE \"Id\" = $1",
@@ -735,6 +830,37 @@ payment_intent_open(pg_uuid_t *payment_id, const char *pid)
 					   pe_vault_context("Payments", "EncryptedStripePaymentIntentId", pid));
 }
 
+/*
+ * The opened PaymentIntent id a refund lookup lists the refunds of: the one
+ * the refund's newest refund.create named (what Stripe was asked to
+ * refund), else the payment's own; an error when there is neither.
+ */
+static char *
+refund_intent_open(ClaimedRow *r, const char *pid)
+{
+	Datum		args[2];
+	bool		isnull;
+	int			rc;
+
+	if (!r->has_refund)
+		elog(ERROR, "a refund lookup without a refund");
+	args[0] = UUIDPGetDatum(&r->payment_id);
+	args[1] = UUIDPGetDatum(&r->refund_id);
+	rc = SPI_execute_plan(pe_plan(&refund_create_intent_plan), args, NULL, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "looking up the refund's request failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed > 0)
+	{
+		char	   *value = TextDatumGetCString(pe_spi_getdatum(0, 1, &isnull));
+		char	   *key = TextDatumGetCString(pe_spi_getdatum(0, 2, &isnull));
+
+		if (strncmp(value, PE_SEALED_PREFIX, strlen(PE_SEALED_PREFIX)) == 0)
+			return pe_open(value, psprintf("outbox.request.payment_intent:%s", key));
+		return value;
+	}
+	return payment_intent_open(&r->payment_id, pid);
+}
+
 /* Add one header to list, or raise (after wiping what was built). */
 static struct curl_slist *
 header_add(struct curl_slist *list, char *line)
@@ -791,6 +917,8 @@ outbox_build(ClaimedRow *r, OutboxItem *item)
 		item->kind = OUTBOX_PI_CANCEL;
 	else if (strcmp(r->kind, "payment_intent.search") == 0)
 		item->kind = OUTBOX_PI_SEARCH;
+	else if (strcmp(r->kind, "refund.list") == 0)
+		item->kind = OUTBOX_REFUND_LIST;
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -852,11 +980,16 @@ outbox_build(ClaimedRow *r, OutboxItem *item)
 	}
 	/*
 	 * A refund whose request names no PaymentIntent (rows queued before
-	 * payment.refund added a sealed one) refunds the payment's own.
+	 * payment.refund added a sealed one) refunds the payment's own; a
+	 * refund lookup lists the refunds of the PaymentIntent its refund.create
+	 * asked to refund.
 	 */
-	if (item->kind == OUTBOX_REFUND_CREATE && !has_target)
+	if ((item->kind == OUTBOX_REFUND_CREATE || item->kind == OUTBOX_REFUND_LIST) &&
+		!has_target)
 	{
-		char	   *opened = payment_intent_open(&r->payment_id, pid);
+		char	   *opened = item->kind == OUTBOX_REFUND_LIST ?
+			refund_intent_open(r, pid) :
+			payment_intent_open(&r->payment_id, pid);
 
 		if (!first)
 			appendStringInfoChar(&body, '&');
@@ -881,6 +1014,13 @@ outbox_build(ClaimedRow *r, OutboxItem *item)
 		path = psprintf("/v1/payment_intents/search?%s", body.data);
 		item->http.body_len = 0;
 	}
+	else if (item->kind == OUTBOX_REFUND_LIST)
+	{
+		/* the query holds the PaymentIntent id: wiped below */
+		path = psprintf("/v1/refunds?%s", body.data);
+		explicit_bzero(body.data, body.len);
+		item->http.body_len = 0;
+	}
 	else
 	{
 		StringInfoData p;
@@ -902,11 +1042,13 @@ outbox_build(ClaimedRow *r, OutboxItem *item)
 		explicit_bzero(pi_id, strlen(pi_id));
 		path = p.data;
 	}
-	item->http.post = (item->kind != OUTBOX_PI_RETRIEVE && item->kind != OUTBOX_PI_SEARCH);
+	item->http.post = (item->kind != OUTBOX_PI_RETRIEVE && item->kind != OUTBOX_PI_SEARCH &&
+					   item->kind != OUTBOX_REFUND_LIST);
 	item->http.url = MemoryContextAlloc(item->cxt, baselen + strlen(path) + 1);
 	memcpy(item->http.url, base, baselen);
 	strcpy(item->http.url + baselen, path);
-	if (item->kind == OUTBOX_PI_RETRIEVE || item->kind == OUTBOX_PI_CANCEL)
+	if (item->kind == OUTBOX_PI_RETRIEVE || item->kind == OUTBOX_PI_CANCEL ||
+		item->kind == OUTBOX_REFUND_LIST)
 		explicit_bzero(path, strlen(path));	/* holds the PaymentIntent id */
 
 	/* headers: the key goes into curl's copy only, and is wiped with it */
@@ -1071,15 +1213,16 @@ outbox_claim_batch(int limit, List **items, TimestampTz *next_due)
 
 /*
  * pe_outbox_settle
- *		One turn of the settler (see settle_plan): returns the number of
- *		lookups queued.  Caller: in a transaction of the worker, connected
- *		to SPI, as the worker role.
+ *		One turn of the settler (see settle_plan, settle_refund_plan):
+ *		returns the number of lookups queued.  Caller: in a transaction of
+ *		the worker, connected to SPI, as the worker role.
  */
 int
 pe_outbox_settle(void)
 {
 	Datum		arg = Int32GetDatum(pe_pending_ttl);
 	int			rc;
+	int			queued;
 
 	rc = SPI_execute_plan(pe_plan(&settle_stale_plan), NULL, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE)
@@ -1087,7 +1230,14 @@ pe_outbox_settle(void)
 	rc = SPI_execute_plan(pe_plan(&settle_plan), &arg, NULL, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "queueing lookups failed: %s", SPI_result_code_string(rc));
-	return (int) SPI_processed;
+	queued = (int) SPI_processed;
+	rc = SPI_execute_plan(pe_plan(&settle_refund_fail_plan), NULL, NULL, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "failing refunds that never reached Stripe failed: %s", SPI_result_code_string(rc));
+	rc = SPI_execute_plan(pe_plan(&settle_refund_plan), &arg, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "queueing refund lookups failed: %s", SPI_result_code_string(rc));
+	return queued + (int) SPI_processed;
 }
 
 /* At start and after an error: rows left 'sending' are due again, same key. */
@@ -1391,6 +1541,15 @@ pe_outbox_worker_main(Datum main_arg)
 	 */
 	if (sigsetjmp(local_sigjmp_buf, 1) != 0)
 	{
+		/*
+		 * Not PG_TRY: reset the error context stack by hand, as the
+		 * autovacuum launcher does.  An ERROR raised inside SPI leaves it
+		 * pointing at the stack frame of the query that failed, and the next
+		 * ereport here (the LOG of the phase change, a WARNING of the abort)
+		 * would call that dead callback and crash the worker, which restarts
+		 * the whole server.
+		 */
+		error_context_stack = NULL;
 		HOLD_INTERRUPTS();
 		EmitErrorReport();
 		AbortCurrentTransaction();

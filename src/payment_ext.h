@@ -134,6 +134,10 @@ extern void pe_check_refund_reason(const char *reason);
 extern int	pe_status_for_refunds(Numeric amount, Datum completed, bool completed_null);
 extern void pe_check_metadata_object(Datum metadata, const char *what);
 
+/* payments.c */
+extern char *pe_reseal_request(const char *request, const char *old_key,
+							   const char *new_key);
+
 /* outbox_worker.c */
 extern void pe_outbox_init(void);
 extern void pe_outbox_at_xact_end(bool committed);

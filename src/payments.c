@@ -247,12 +247,14 @@ outbox_context(const char *param, const char *idempotency_key)
 }
 
 /*
- * reseal_request
+ * pe_reseal_request
  *		A copy of an outbox request (JSON text) whose sealed values, bound to
  *		old_key, are sealed again for new_key; the opened values are wiped.
+ *		Used by payment.retry and by the settler when it sends a refund that
+ *		never reached Stripe again under a new key (outbox_outcome.c).
  */
-static char *
-reseal_request(const char *request, const char *old_key, const char *new_key)
+char *
+pe_reseal_request(const char *request, const char *old_key, const char *new_key)
 {
 	Jsonb	   *jb = DatumGetJsonbP(DirectFunctionCall1(jsonb_in, CStringGetDatum(request)));
 	JsonbIterator *it = JsonbIteratorInit(&jb->root);
@@ -601,7 +603,7 @@ pe_retry(PG_FUNCTION_ARGS)
 		elog(ERROR, "updating the payment failed");
 	/* the same request, under a new key: a new PaymentIntent */
 	outbox_insert("payment_intent.create", payment_id, (Datum) 0, false,
-				  reseal_request(request, old_key, new_key), new_key);
+				  pe_reseal_request(request, old_key, new_key), new_key);
 	SPI_finish();
 	PG_RETURN_VOID();
 }

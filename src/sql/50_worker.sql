@@ -88,7 +88,7 @@ COMMENT ON COLUMN payment.worker_status.last_error IS 'the last error the worker
 COMMENT ON COLUMN payment.dead_letters.outbox_id IS 'payment.outbox row';
 COMMENT ON COLUMN payment.dead_letters.kind IS 'the Stripe request: payment_intent.create, refund.create, ...';
 COMMENT ON COLUMN payment.dead_letters.payment_id IS 'the payment the request is for';
-COMMENT ON COLUMN payment.dead_letters.refund_id IS 'the refund, for refund.create';
+COMMENT ON COLUMN payment.dead_letters.refund_id IS 'the refund, for refund.create and refund.list';
 COMMENT ON COLUMN payment.dead_letters.idempotency_key IS 'the key every attempt sent: look it up in Stripe''s Dashboard';
 COMMENT ON COLUMN payment.dead_letters.attempts IS 'attempts made';
 COMMENT ON COLUMN payment.dead_letters.last_http_status IS 'HTTP status of the last attempt, NULL without a response';

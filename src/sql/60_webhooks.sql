@@ -161,15 +161,22 @@ COMMENT ON VIEW payment.disputes_summary IS
 	'disputes per event and currency: open, won, lost, the disputed amount and the amount lost (subtract it from revenue)';
 
 -- ---------------------------------------------------------------------------
--- outbox: lookups by search
+-- outbox: lookups by search, and the settler's refund lookups (refund.list:
+-- GET /v1/refunds?payment_intent=..., one row per refund, so it carries the
+-- refund's id like refund.create)
 -- ---------------------------------------------------------------------------
 ALTER TABLE payment.outbox DROP CONSTRAINT outbox_kind_check;
 ALTER TABLE payment.outbox ADD CONSTRAINT outbox_kind_check
 	CHECK (kind IN ('payment_intent.create', 'refund.create',
 	                'payment_intent.retrieve', 'payment_intent.cancel',
-	                'payment_intent.search'));
+	                'payment_intent.search', 'refund.list'));
+ALTER TABLE payment.outbox DROP CONSTRAINT outbox_refund_kind_check;
+ALTER TABLE payment.outbox ADD CONSTRAINT outbox_refund_kind_check
+	CHECK ((kind IN ('refund.create', 'refund.list')) = (refund_id IS NOT NULL));
 COMMENT ON COLUMN payment.outbox.kind IS
-	'payment_intent.create, refund.create, payment_intent.retrieve, payment_intent.cancel or payment_intent.search';
+	'payment_intent.create, refund.create, payment_intent.retrieve, payment_intent.cancel, payment_intent.search or refund.list';
+COMMENT ON COLUMN payment.outbox.refund_id IS
+	'the refund, for refund.create and refund.list (NULL for the other kinds)';
 
 -- ---------------------------------------------------------------------------
 -- payment.handle_webhook

@@ -242,7 +242,7 @@ COMMENT ON COLUMN payment.outbox_health.due IS 'pending rows whose next_attempt_
 COMMENT ON COLUMN payment.outbox_health.sending IS 'rows claimed by the worker and in flight';
 COMMENT ON COLUMN payment.outbox_health.done IS 'rows sent with a final answer recorded';
 COMMENT ON COLUMN payment.outbox_health.done_after_retries IS 'of the done rows, those that needed more than one attempt';
-COMMENT ON COLUMN payment.outbox_health.dead IS 'rows given up after payment_ext.max_attempts (see payment.dead_letters): each needs a person';
+COMMENT ON COLUMN payment.outbox_health.dead IS 'rows given up after payment_ext.max_attempts, or create requests over 23 hours old (see payment.dead_letters): the settler looks their payments and refunds up, the others need a person';
 COMMENT ON COLUMN payment.outbox_health.oldest_due_age IS 'now() - next_attempt_at of the oldest due row: how long the backlog has waited; NULL when nothing is due';
 COMMENT ON COLUMN payment.outbox_health.oldest_sending_age IS 'now() - claimed_at of the longest in-flight row; NULL when none is in flight';
 COMMENT ON COLUMN payment.outbox_health.attempts_histogram IS 'JSON object, attempts made -> number of rows, over the rows not done (pending, sending, dead): what is retrying or stuck';
