@@ -11,7 +11,7 @@ set -uo pipefail
 source "$PE_WORK/repo/test/worker_lib.sh"
 trap w_cleanup EXIT
 
-echo "1..12"
+echo "1..13"
 
 C=w_settle
 w_standin_start $C
@@ -39,6 +39,10 @@ is "$(w_wait $C "SELECT \"Status\" FROM \"Payments\" WHERE \"Id\" = '$PID'" 1 30
 	"the settler looks the payment up and completes it"
 is "$(w_sql $C "SELECT string_agg(kind || ':' || state, ',' ORDER BY id) FROM payment.outbox WHERE payment_id = '$PID'")" \
 	"payment_intent.create:dead,payment_intent.search:done" "by a search on metadata[payment_id], never by resending the create"
+is "$(w_sql $C "SELECT s.created_at >= d.completed_at + interval '3 seconds'
+                  FROM payment.outbox d JOIN payment.outbox s USING (payment_id)
+                 WHERE d.payment_id = '$PID' AND d.kind = 'payment_intent.create' AND s.kind = 'payment_intent.search'")" t \
+	"the search waited pending_ttl (3 s) after the create went dead: Stripe's search index lags"
 is "$(w_http GET /_test/ledger | w_json "(j['by_payment_id']['$PID']['charges'], j['by_payment_id']['$PID']['charged_amount'])")" "(1, 2800)" \
 	"the ledger: charged once, 28.00"
 is "$(w_sql $C "SELECT payment.decrypt(\"EncryptedStripePaymentIntentId\", 'Payments.EncryptedStripePaymentIntentId:' || \"Id\") LIKE 'pi\_%' FROM \"Payments\" WHERE \"Id\" = '$PID'")|$(w_sql $C "SELECT stripe_status, source FROM payment.intents WHERE payment_id = '$PID'")" \
