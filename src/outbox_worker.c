@@ -290,6 +290,34 @@ static PePlan settle_refund_plan = {
 };
 
 /*
+ * A refund Stripe accepted but had not settled when it answered (pending or
+ * requires_action: the refund is still Processing after its refund.create
+ * is done) is settled by Stripe's refund.updated and refund.failed events.
+ * As a backstop for lost webhooks, one still Processing pending_ttl after
+ * that answer, with nothing of its own on its way and no lookup within the
+ * last pending_ttl, is looked up the same way (refund.list).  Not finding
+ * it then sends nothing again: refund_recreate_plan (outbox_outcome.c)
+ * queues a new refund.create only when every earlier one is dead.
+ */
+static PePlan settle_refund_poll_plan = {
+	"INSERT INTO payment.outbox (kind, payment_id, refund_id, request, idempotency_key)"
+	" SELECT 'refund.list', r.\"OriginalPaymentId\", r.\"Id\", '{\"limit\": \"100\"}'::jsonb,"
+	"  'pe-' || r.\"Id\" || '-lookup-' || pg_catalog.gen_random_uuid()"
+	"   FROM @S@.\"PaymentRefunds\" r"
+	"  WHERE r.\"RefundStatus\" = 0"
+	"    AND EXISTS (SELECT 1 FROM payment.outbox d WHERE d.payment_id = r.\"OriginalPaymentId\""
+	"                 AND d.refund_id = r.\"Id\" AND d.kind = 'refund.create' AND d.state = 'done'"
+	"                 AND d.completed_at < pg_catalog.now() - $1 * interval '1 second')"
+	"    AND NOT EXISTS (SELECT 1 FROM payment.outbox o WHERE o.payment_id = r.\"OriginalPaymentId\""
+	"                     AND o.refund_id = r.\"Id\" AND o.state IN ('pending', 'sending'))"
+	"    AND NOT EXISTS (SELECT 1 FROM payment.outbox l WHERE l.payment_id = r.\"OriginalPaymentId\""
+	"                     AND l.refund_id = r.\"Id\" AND l.kind = 'refund.list'"
+	"                     AND l.created_at > pg_catalog.now() - $1 * interval '1 second')"
+	"  ORDER BY r.\"CreatedAt\" LIMIT 100",
+	1, {INT4OID}, NULL, 0
+};
+
+/*
  * A refund whose refund.create requests are all dead and name no
  * PaymentIntent or charge, of a payment with no PaymentIntent id either,
  * never reached Stripe: such a request cannot be built (outbox_build
@@ -1218,7 +1246,8 @@ outbox_claim_batch(int limit, List **items, TimestampTz *next_due)
 
 /*
  * pe_outbox_settle
- *		One turn of the settler (see settle_plan, settle_refund_plan):
+ *		One turn of the settler (see settle_plan, settle_refund_plan,
+ *		settle_refund_poll_plan):
  *		returns the number of lookups queued.  Caller: in a transaction of
  *		the worker, connected to SPI, as the worker role.
  */
@@ -1242,6 +1271,10 @@ pe_outbox_settle(void)
 	rc = SPI_execute_plan(pe_plan(&settle_refund_plan), &arg, NULL, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "queueing refund lookups failed: %s", SPI_result_code_string(rc));
+	queued += (int) SPI_processed;
+	rc = SPI_execute_plan(pe_plan(&settle_refund_poll_plan), &arg, NULL, false, 0);
+	if (rc != SPI_OK_INSERT)
+		elog(ERROR, "queueing lookups of refunds pending at Stripe failed: %s", SPI_result_code_string(rc));
 	return queued + (int) SPI_processed;
 }
 

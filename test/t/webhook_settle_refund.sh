@@ -13,14 +13,17 @@
 #   - a refund.create that could never be built (no PaymentIntent anywhere)
 #     fails its refund without any request to Stripe;
 #   - an ERROR in the settler's turn is recovered from by the worker itself
-#     (no crash, no server restart).
+#     (no crash, no server restart);
+#   - a refund Stripe answered "pending", settled later at Stripe with its
+#     webhook lost: looked up pending_ttl after the answer, Completed, never
+#     sent again.
 # Prints TAP.
 #
 set -uo pipefail
 source "$PE_WORK/repo/test/worker_lib.sh"
 trap w_cleanup EXIT
 
-echo "1..40"
+echo "1..44"
 
 C=w_settle_re
 w_standin_start $C
@@ -213,6 +216,21 @@ P6=$(paid 6 12.00)
 R6=$(w_sql $C "SELECT payment.refund('$P6', 12.00, '$REASON', '$ADMIN')")
 is "$(w_wait $C "SELECT \"RefundStatus\" FROM \"PaymentRefunds\" WHERE \"Id\" = '$R6'" 1 30)" 1 \
 	"  once the grant is back it drains again"
+
+# --- 7. Stripe answered "pending", and the webhook that settles it never came ---------------
+P7=$(paid 7 15.00)
+w_http POST /_test/faults "{\"kind\": \"refund_pending\", \"method\": \"POST\", \"path\": \"/v1/refunds\", \"payment_id\": \"$P7\", \"count\": 1}" >/dev/null
+R7=$(w_sql $C "SELECT payment.refund('$P7', 15.00, '$REASON', '$ADMIN')")
+is "$(w_wait $C "SELECT state FROM payment.outbox WHERE refund_id = '$R7' AND kind = 'refund.create'" done 30)|$(refund_status "$R7")" \
+	"done|0" "a refund Stripe answered pending stays Processing"
+RE7=$(w_http GET /_test/ledger | w_json "j['by_refund_id']['$R7']['ids'][0]")
+w_http POST "/_test/refunds/$RE7/succeed" '{}' >/dev/null
+is "$(w_wait $C "SELECT \"RefundStatus\" FROM \"PaymentRefunds\" WHERE \"Id\" = '$R7'" 1 30)" 1 \
+	"  Stripe settles it and no webhook arrives: the settler looks it up (pending_ttl after the answer) and completes it"
+is "$(kinds "$R7" | sed -E 's/(,refund.list:done)+$/,refund.list:done/')|$(w_sql $C "SELECT stripe_status, source FROM payment.refund_states WHERE refund_id = '$R7'")" \
+	"refund.create:done,refund.list:done|succeeded|lookup" "  by refund.list, recorded as a lookup"
+is "$(w_http GET /_test/ledger | w_json "(j['by_refund_id']['$R7']['refunds'], j['by_refund_id']['$R7']['refunded_amount'])")" "(1, 1500)" \
+	"  never sent again: one refund of 15.00 at Stripe"
 
 # --- no Stripe id in the log --------------------------------------------------------------
 is "$(grep -cE '(^|[^A-Za-z0-9_])(pi|re|ch|txn)_[A-Za-z0-9]{8,}' "$PE_WORK/$C.log")|$(grep -c "$RE1" "$PE_WORK/$C.log")" "0|0" \
