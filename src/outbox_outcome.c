@@ -738,18 +738,17 @@ record_refund(OutboxItem *item, Outcome *o, JsonbContainer *re, const char *sour
 		o->last_error = pstrdup("answer without a Refund id and status");
 		return;
 	}
-	if (strcmp(status, "succeeded") == 0)
-		rstatus = PE_REFUND_COMPLETED;
-	else if (strcmp(status, "failed") == 0 || strcmp(status, "canceled") == 0)
+	rstatus = pe_refund_status_from_stripe(status);
+	if (rstatus == PE_REFUND_FAILED)
 	{
 		char	   *why = pe_jb_text(re, "failure_reason");
 
-		rstatus = PE_REFUND_FAILED;
 		o->last_error = psprintf("refund %s (%s)", status,
 								 why ? pe_outbox_scrub(why, 60) : "no reason");
 	}
-	else
+	else if (rstatus != PE_REFUND_COMPLETED)
 	{
+		/* pending, requires_action, or a status this code does not know */
 		rstatus = PE_REFUND_PROCESSING;
 		o->last_error = psprintf("refund %s", pe_outbox_scrub(status, 60));
 	}

@@ -130,6 +130,7 @@ extern void pe_refund_totals(Datum payment_id, Datum *live, bool *live_null,
 							 Datum *completed, bool *completed_null,
 							 Datum *latest, bool *latest_null);
 extern int	pe_paid_rank(int status);
+extern int	pe_refund_status_from_stripe(const char *stripe_status);
 extern void pe_check_refund_reason(const char *reason);
 extern int	pe_status_for_refunds(Numeric amount, Datum completed, bool completed_null);
 extern void pe_check_metadata_object(Datum metadata, const char *what);

@@ -319,6 +319,27 @@ pe_paid_rank(int status)
 	}
 }
 
+/*
+ * pe_refund_status_from_stripe
+ *		"PaymentRefunds"."RefundStatus" for a Stripe Refund's status: only
+ *		succeeded is Completed; failed and canceled are Failed; pending and
+ *		requires_action are Processing.  -1 for anything else (NULL too).
+ *		One mapping for the worker's answers and the webhook events.
+ */
+int
+pe_refund_status_from_stripe(const char *stripe_status)
+{
+	if (stripe_status == NULL)
+		return -1;
+	if (strcmp(stripe_status, "succeeded") == 0)
+		return PE_REFUND_COMPLETED;
+	if (strcmp(stripe_status, "failed") == 0 || strcmp(stripe_status, "canceled") == 0)
+		return PE_REFUND_FAILED;
+	if (strcmp(stripe_status, "pending") == 0 || strcmp(stripe_status, "requires_action") == 0)
+		return PE_REFUND_PROCESSING;
+	return -1;
+}
+
 static bool
 status_is_paid(int status)
 {

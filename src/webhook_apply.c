@@ -618,21 +618,6 @@ apply_payment_intent(WebhookEvent *ev)
  * ---------------------------------------------------------------------------
  */
 
-/* RefundStatus for a Stripe refund status, or -1 when unknown. */
-static int
-refund_status_for(const char *s)
-{
-	if (s == NULL)
-		return -1;
-	if (strcmp(s, "succeeded") == 0)
-		return PE_REFUND_COMPLETED;
-	if (strcmp(s, "failed") == 0 || strcmp(s, "canceled") == 0)
-		return PE_REFUND_FAILED;
-	if (strcmp(s, "pending") == 0 || strcmp(s, "requires_action") == 0)
-		return PE_REFUND_PROCESSING;
-	return -1;
-}
-
 /* The user that Dashboard refunds are processed by. */
 static Datum
 system_user(void)
@@ -666,7 +651,7 @@ apply_refund_object(WebhookEvent *ev, JsonbContainer *re)
 	char	   *charge = pe_jb_text(re, "charge");
 	JsonbContainer *md = pe_jb_object(re, "metadata");
 	char	   *rid_text = pe_jb_text(md, "refund_id");
-	int			target = refund_status_for(status);
+	int			target = pe_refund_status_from_stripe(status);
 	pg_uuid_t	rid;
 	bool		have = false;
 	Datum		args[8];
