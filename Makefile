@@ -33,6 +33,8 @@ OBJS = \
 	src/http.o \
 	src/outbox_worker.o \
 	src/outbox_outcome.o \
+	src/outbox_settle.o \
+	src/outbox_request.o \
 	src/operations.o \
 	src/webhook.o \
 	src/webhook_apply.o \

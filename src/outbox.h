@@ -19,9 +19,13 @@
 #define PE_OUTBOX_H
 
 #include "lib/ilist.h"
+#include "utils/jsonb.h"
 #include "utils/uuid.h"
 
 #include "http.h"
+
+/* Initial capacity of a request body, so that it is never reallocated */
+#define OUTBOX_BODY_CAPACITY	16384
 
 /* The fixed Stripe API version of every request (README, "Outbox worker") */
 #define PE_STRIPE_VERSION		"2023-08-16"
@@ -63,6 +67,22 @@ typedef struct OutboxTally
 	char		last_error[256];	/* the last error recorded, no secrets */
 } OutboxTally;
 
+/* A claimed payment.outbox row, copied out of SPI memory */
+typedef struct ClaimedRow
+{
+	int64		id;
+	char	   *kind;
+	pg_uuid_t	payment_id;
+	pg_uuid_t	refund_id;
+	bool		has_refund;
+	Jsonb	   *request;
+	char	   *idempotency_key;
+	int			attempts;
+} ClaimedRow;
+
+/* outbox_request.c: build r's request into item */
+extern void pe_outbox_build(ClaimedRow *r, OutboxItem *item, const char *api_key);
+
 /* outbox_outcome.c */
 extern void pe_outbox_record_one(OutboxItem *item, OutboxTally *tally);
 extern void pe_outbox_mark(int64 id, const char *state, double delay_ms,
@@ -70,7 +90,7 @@ extern void pe_outbox_mark(int64 id, const char *state, double delay_ms,
 extern char *pe_outbox_scrub(const char *text, int maxlen);
 extern const char *pe_outbox_kind_name(OutboxKind kind);
 
-/* outbox_worker.c: the settler's turn (in a transaction of the worker) */
+/* outbox_settle.c: the settler's turn (in a transaction of the worker) */
 extern int	pe_outbox_settle(void);
 
 #endif							/* PE_OUTBOX_H */
