@@ -343,6 +343,28 @@ UPDATE "Payments" SET "Metadata" = '{"try": "trigger"}' WHERE "Id" = '40000000-0
 DROP TRIGGER audit_test_seen ON "PaymentAuditLog";
 DROP FUNCTION audit_test_seen();
 UPDATE "Payments" SET "Metadata" = '{"try": "direct again"}' WHERE "Id" = '40000000-0000-0000-0000-000000000001';
+-- a default of the log that itself changes a payment: the audit row of
+-- that nested change is written too (through an INSERT), and both verify
+CREATE FUNCTION audit_test_nested_write() RETURNS text LANGUAGE plpgsql AS $$
+BEGIN
+	IF current_setting('audit_test.inner', true) = 'on' THEN
+		RETURN 'inner';
+	END IF;
+	PERFORM set_config('audit_test.inner', 'on', true);
+	UPDATE "Payments" SET "Metadata" = '{"try": "nested"}'
+	 WHERE "Id" = '40000000-0000-0000-0000-000000000002';
+	PERFORM set_config('audit_test.inner', 'off', true);
+	RETURN 'outer';
+END
+$$;
+ALTER TABLE "PaymentAuditLog" ADD COLUMN audit_test_note text;
+ALTER TABLE "PaymentAuditLog" ALTER COLUMN audit_test_note SET DEFAULT audit_test_nested_write();
+UPDATE "Payments" SET "Metadata" = '{"try": "outer"}' WHERE "Id" = '40000000-0000-0000-0000-000000000001';
+SELECT right("PaymentId"::text, 2) AS payment, "NewValues"->'Metadata' AS metadata, audit_test_note
+  FROM "PaymentAuditLog" WHERE audit_test_note IS NOT NULL ORDER BY "Id";
+ALTER TABLE "PaymentAuditLog" DROP COLUMN audit_test_note;
+DROP FUNCTION audit_test_nested_write();
+SELECT payment.verify_audit('40000000-0000-0000-0000-000000000002') AS payment_2;
 -- rows of both ways share one chain, which verifies
 SELECT seq, action, new FROM new_rows();
 SELECT payment.verify_audit('40000000-0000-0000-0000-000000000001') AS payment_1;

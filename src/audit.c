@@ -162,6 +162,7 @@ audit_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PREPARE:
 			audit_known_user.pending = false;
+			pe_audit_store_at_xact_end(InvalidSubTransactionId);
 			break;
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
@@ -169,6 +170,7 @@ audit_xact_callback(XactEvent event, void *arg)
 				audit_known_user.valid = false;
 			audit_known_user.pending = false;
 			pe_audit_chain_clear_prelocked();
+			pe_audit_store_at_xact_end(InvalidSubTransactionId);
 			break;
 		default:
 			break;
@@ -182,6 +184,7 @@ audit_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 {
 	if (event == SUBXACT_EVENT_ABORT_SUB)
 	{
+		pe_audit_store_at_xact_end(mySubid);
 		if (audit_known_user.pending)
 		{
 			audit_known_user.valid = false;

@@ -131,5 +131,6 @@ typedef enum AuditStoreColumn
 extern bool pe_audit_store_direct(Oid logrelid, bool lock_payment,
 								  const Datum *values, const bool *nulls);
 extern void pe_audit_store_inval(Oid relid);
+extern void pe_audit_store_at_xact_end(SubTransactionId subid);
 
 #endif							/* PE_AUDIT_INT_H */

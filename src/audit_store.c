@@ -36,8 +36,8 @@
  * Invariants:
  *	- The shape (expression states, a standalone ExprContext) lives in its
  *	  own memory context under CacheMemoryContext; a relcache invalidation
- *	  only marks it invalid, and it is rebuilt on next use, never while in
- *	  use.
+ *	  only marks it invalid, and it is rebuilt on next use, never while a
+ *	  direct write is in progress (a nested write takes the SPI path).
  *	- Per-row memory: the caller's context (the trigger manager's
  *	  per-tuple context) and the ExprContext's per-tuple memory, reset on
  *	  each use.  The EState, the opened indexes and the slot are released
@@ -123,6 +123,16 @@ typedef struct StoreShape
 
 static StoreShape store_shape;
 
+/*
+ * A direct write in progress, and the subtransaction it began in.  A write
+ * nested in another (a default or CHECK expression of the log that writes
+ * audited rows itself, however unlikely) takes the SPI path, so that it
+ * never resets or rebuilds what the outer one is using.  An error inside a
+ * write ends it: the abort of the (sub)transaction it began in resets this.
+ */
+static bool store_active = false;
+static SubTransactionId store_active_subid = InvalidSubTransactionId;
+
 /* ---------------------------------------------------------------------------
  * The shape of the log
  * ---------------------------------------------------------------------------
@@ -134,6 +144,17 @@ pe_audit_store_inval(Oid relid)
 {
 	if (relid == InvalidOid || relid == store_shape.relid)
 		store_shape.valid = false;
+}
+
+/* Transaction end, or abort of subtransaction subid: no write is active. */
+void
+pe_audit_store_at_xact_end(SubTransactionId subid)
+{
+	if (subid == InvalidSubTransactionId || store_active_subid >= subid)
+	{
+		store_active = false;
+		store_active_subid = InvalidSubTransactionId;
+	}
 }
 
 /* Is this oid the function payment.audit_chain_trigger? */
@@ -439,6 +460,9 @@ pe_audit_store_direct(Oid logrelid, bool lock_payment,
 	List	   *recheck;
 	int			i;
 
+	if (store_active)
+		return false;			/* nested in another write: SPI */
+
 	/* lock first: a pending invalidation is processed here */
 	rel = table_open(logrelid, RowExclusiveLock);
 	if (!store_shape.valid || store_shape.relid != logrelid)
@@ -454,6 +478,8 @@ pe_audit_store_direct(Oid logrelid, bool lock_payment,
 		table_close(rel, RowExclusiveLock);
 		return false;
 	}
+	store_active = true;
+	store_active_subid = GetCurrentSubTransactionId();
 	tupdesc = RelationGetDescr(rel);
 	econtext = store_shape.econtext;
 	ResetExprContext(econtext);
@@ -507,5 +533,6 @@ pe_audit_store_direct(Oid logrelid, bool lock_payment,
 	FreeExecutorState(estate);
 	ResetExprContext(econtext);
 	table_close(rel, NoLock);
+	store_active = false;
 	return true;
 }
