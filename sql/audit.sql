@@ -325,6 +325,16 @@ ALTER TABLE "PaymentAuditLog" ADD CONSTRAINT audit_test_short
 UPDATE "Payments" SET "Metadata" = '{"try": "check"}' WHERE "Id" = '40000000-0000-0000-0000-000000000001';
 SELECT "Metadata" FROM "Payments" WHERE "Id" = '40000000-0000-0000-0000-000000000001';
 ALTER TABLE "PaymentAuditLog" DROP CONSTRAINT audit_test_short;
+-- a CHECK that calls a function holds as the function is now, not as it
+-- was when this backend prepared the check
+CREATE FUNCTION audit_test_ok(text) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT true';
+ALTER TABLE "PaymentAuditLog" ADD CONSTRAINT audit_test_fn
+	CHECK (audit_test_ok("ActionDescription")) NOT VALID;
+UPDATE "Payments" SET "Metadata" = '{"try": "function says yes"}' WHERE "Id" = '40000000-0000-0000-0000-000000000001';
+CREATE OR REPLACE FUNCTION audit_test_ok(text) RETURNS boolean LANGUAGE sql IMMUTABLE AS 'SELECT false';
+UPDATE "Payments" SET "Metadata" = '{"try": "function says no"}' WHERE "Id" = '40000000-0000-0000-0000-000000000001';
+ALTER TABLE "PaymentAuditLog" DROP CONSTRAINT audit_test_fn;
+DROP FUNCTION audit_test_ok(text);
 -- a column added with a default gets its default
 ALTER TABLE "PaymentAuditLog" ADD COLUMN audit_test_note text DEFAULT 'from the default';
 UPDATE "Payments" SET "Metadata" = '{"try": "default"}' WHERE "Id" = '40000000-0000-0000-0000-000000000001';

@@ -95,23 +95,30 @@ typedef struct AuditTarget
 	Oid			nspid;
 	Oid			logrelid;
 	Oid			owner;
+	Oid			users_relid;	/* "Users" of the same schema */
 	SPIPlanPtr	insert_plan;
 	SPIPlanPtr	user_plan;
+	SPIPlanPtr	user_lock_plan;
 } AuditTarget;
 
 /*
- * The last application user found in "Users".  "pending" while only the
- * current transaction has referenced it: it then holds the user's row lock
- * (FOR KEY SHARE, what the foreign key's RI check would take).  Once a
- * transaction that referenced it commits, FK_PaymentAuditLog_Users (ON
- * DELETE RESTRICT) keeps the user from being deleted, so the entry stays
- * valid for the backend's life.  Either way the audit row's user reference
- * cannot fail, which lets the row be written directly (audit_store.c).
+ * The last application user found in "Users" (of users_relid).  "pending"
+ * while only the current transaction has referenced it, "locked" once this
+ * transaction holds its row lock FOR KEY SHARE (what the foreign key's RI
+ * check takes).  Once a transaction that referenced it commits (not
+ * PREPAREs: a prepared transaction may still roll back),
+ * FK_PaymentAuditLog_Users (ON DELETE RESTRICT) keeps the user from being
+ * deleted, so the entry stays valid until the log or "Users" is
+ * invalidated.  A committed or locked user is one the audit row's
+ * reference cannot fail for, which lets the row be written directly
+ * (audit_store.c).
  */
 typedef struct AuditKnownUser
 {
 	bool		valid;
 	bool		pending;
+	bool		locked;
+	Oid			users_relid;
 	pg_uuid_t	id;
 } AuditKnownUser;
 
@@ -148,8 +155,22 @@ audit_relcache_callback(Datum arg, Oid relid)
 	}
 	if (relid == InvalidOid || relid == audit_target_cache.logrelid)
 		audit_target_cache.valid = false;
+	if (relid == InvalidOid || relid == audit_target_cache.logrelid ||
+		relid == audit_known_user.users_relid)
+		audit_known_user.valid = false;
 	pe_audit_chain_relcache_inval(relid);
 	pe_audit_store_inval(relid);
+}
+
+/*
+ * A function or type changed: the log's CHECK and default expressions,
+ * prepared once per backend (audit_store.c), may have inlined or folded
+ * the old one.
+ */
+static void
+audit_syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	pe_audit_store_inval(InvalidOid);
 }
 
 /* Transaction end: promote or forget the known user. */
@@ -160,15 +181,17 @@ audit_xact_callback(XactEvent event, void *arg)
 	{
 		case XACT_EVENT_COMMIT:
 		case XACT_EVENT_PARALLEL_COMMIT:
-		case XACT_EVENT_PREPARE:
 			audit_known_user.pending = false;
+			audit_known_user.locked = false;
 			pe_audit_store_at_xact_end(InvalidSubTransactionId);
 			break;
+		case XACT_EVENT_PREPARE:
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_ABORT:
 			if (audit_known_user.pending)
 				audit_known_user.valid = false;
 			audit_known_user.pending = false;
+			audit_known_user.locked = false;
 			pe_audit_chain_clear_prelocked();
 			pe_audit_store_at_xact_end(InvalidSubTransactionId);
 			break;
@@ -190,6 +213,7 @@ audit_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 			audit_known_user.valid = false;
 			audit_known_user.pending = false;
 		}
+		audit_known_user.locked = false;	/* perhaps taken in there */
 		pe_audit_chain_clear_prelocked();
 	}
 }
@@ -213,6 +237,8 @@ audit_init(void)
 								 HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
 
 	CacheRegisterRelcacheCallback(audit_relcache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(PROCOID, audit_syscache_callback, (Datum) 0);
+	CacheRegisterSyscacheCallback(TYPEOID, audit_syscache_callback, (Datum) 0);
 	RegisterXactCallback(audit_xact_callback, NULL);
 	RegisterSubXactCallback(audit_subxact_callback, NULL);
 	audit_callbacks_registered = true;
@@ -543,8 +569,11 @@ audit_target(Oid nspid)
 			SPI_freeplan(t->insert_plan);
 		if (t->user_plan != NULL)
 			SPI_freeplan(t->user_plan);
+		if (t->user_lock_plan != NULL)
+			SPI_freeplan(t->user_lock_plan);
 		t->insert_plan = NULL;
 		t->user_plan = NULL;
+		t->user_lock_plan = NULL;
 	}
 
 	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(logrelid));
@@ -553,6 +582,7 @@ audit_target(Oid nspid)
 	t->owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
 	ReleaseSysCache(tuple);
 
+	t->users_relid = get_relname_relid("Users", nspid);
 	t->nspid = nspid;
 	t->logrelid = logrelid;
 	t->valid = true;
@@ -573,10 +603,18 @@ audit_prepare(const char *sql, int nargs, Oid *argtypes)
 	return plan;
 }
 
+/* Is user the known user of t's "Users"? */
+static bool
+audit_user_known(AuditTarget *t, const pg_uuid_t *user)
+{
+	return audit_known_user.valid &&
+		audit_known_user.users_relid == t->users_relid &&
+		memcmp(audit_known_user.id.data, user->data, UUID_LEN) == 0;
+}
+
 /*
  * audit_user_exists
- *		Is uuid a row of "Users"?  If so, locks it FOR KEY SHARE (as the RI
- *		check would).  Caller is connected to SPI, as the log's
+ *		Is uuid a row of "Users"?  Caller is connected to SPI, as the log's
  *		owner.  The answer is cached (see AuditKnownUser).
  */
 static bool
@@ -585,19 +623,15 @@ audit_user_exists(AuditTarget *t, const pg_uuid_t *user)
 	Datum		arg;
 	int			ret;
 
-	if (audit_known_user.valid &&
-		memcmp(audit_known_user.id.data, user->data, UUID_LEN) == 0)
-	{
+	if (audit_user_known(t, user))
 		return true;
-	}
 
 	if (t->user_plan == NULL)
 	{
 		Oid			argtypes[1] = {UUIDOID};
 		char	   *sql;
 
-		sql = psprintf("SELECT 1 FROM %s WHERE \"Id\" OPERATOR(pg_catalog.=) $1 "
-					   "FOR KEY SHARE",
+		sql = psprintf("SELECT 1 FROM %s WHERE \"Id\" OPERATOR(pg_catalog.=) $1",
 					   quote_qualified_identifier(get_namespace_name(t->nspid),
 												  "Users"));
 		t->user_plan = audit_prepare(sql, 1, argtypes);
@@ -610,8 +644,45 @@ audit_user_exists(AuditTarget *t, const pg_uuid_t *user)
 		return false;
 
 	memcpy(audit_known_user.id.data, user->data, UUID_LEN);
+	audit_known_user.users_relid = t->users_relid;
 	audit_known_user.valid = true;
 	audit_known_user.pending = true;
+	audit_known_user.locked = false;
+	return true;
+}
+
+/*
+ * audit_lock_user
+ *		Lock the known user's row FOR KEY SHARE until the transaction ends,
+ *		as the foreign key's RI check would; false if it is gone.  Taken
+ *		after the payment's row lock (as the RI check, an AFTER trigger of
+ *		the audit INSERT, would be), so no new lock order.  Caller is
+ *		connected to SPI, as the log's owner.
+ */
+static bool
+audit_lock_user(AuditTarget *t, const pg_uuid_t *user)
+{
+	Datum		arg;
+	int			ret;
+
+	if (t->user_lock_plan == NULL)
+	{
+		Oid			argtypes[1] = {UUIDOID};
+		char	   *sql;
+
+		sql = psprintf("SELECT 1 FROM %s WHERE \"Id\" OPERATOR(pg_catalog.=) $1 "
+					   "FOR KEY SHARE",
+					   quote_qualified_identifier(get_namespace_name(t->nspid),
+												  "Users"));
+		t->user_lock_plan = audit_prepare(sql, 1, argtypes);
+	}
+	arg = UUIDPGetDatum(user);
+	ret = SPI_execute_plan(t->user_lock_plan, &arg, NULL, false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
+	if (SPI_processed == 0)
+		return false;
+	audit_known_user.locked = true;
 	return true;
 }
 
@@ -718,22 +789,36 @@ audit_write(AuditEntry *e, Oid nspid)
 	/*
 	 * The direct write (audit_store.c): the row's foreign keys cannot fail.
 	 * Its payment is locked (the change holds the lock, or it is taken
-	 * now), and its user is NULL, or locked FOR KEY SHARE by this
-	 * transaction, or referenced by an audit row this backend committed
-	 * (see AuditKnownUser).  When the log's shape does not allow it, the
-	 * SPI INSERT, with the RI checks.
+	 * now), and then its user is NULL, referenced by an audit row this
+	 * backend committed, or locked FOR KEY SHARE by this transaction (now,
+	 * if need be).  When the log's shape does not allow it, or the payment
+	 * or user is gone, the SPI INSERT, with the RI checks.
 	 */
 	{
+		Relation	logrel;
 		bool		snulls[AS_NCOLUMNS];
 		int			i;
 
 		StaticAssertStmt(AS_NCOLUMNS == AUDIT_INSERT_NARGS,
 						 "the direct write and the SPI INSERT take the same columns");
-		for (i = 0; i < AS_NCOLUMNS; i++)
-			snulls[i] = (nulls[i] == 'n');
-		direct = pe_audit_store_direct(t->logrelid,
-									   e->has_payment && !e->payment_locked,
-									   values, snulls);
+		logrel = pe_audit_store_open(t->logrelid,
+									 e->has_payment && !e->payment_locked,
+									 e->has_payment ? DatumGetUUIDP(e->payment_id) : NULL);
+		if (logrel != NULL && user_id != NULL &&
+			!(audit_user_known(t, user_id) &&
+			  (!audit_known_user.pending || audit_known_user.locked)) &&
+			!audit_lock_user(t, user_id))
+		{
+			pe_audit_store_close(logrel);
+			logrel = NULL;
+		}
+		if (logrel != NULL)
+		{
+			for (i = 0; i < AS_NCOLUMNS; i++)
+				snulls[i] = (nulls[i] == 'n');
+			pe_audit_store_write(logrel, values, snulls);
+			direct = true;
+		}
 	}
 	if (!direct)
 	{

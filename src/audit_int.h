@@ -17,6 +17,7 @@
 #include "fmgr.h"
 #include "lib/stringinfo.h"
 #include "utils/jsonb.h"
+#include "utils/relcache.h"
 #include "utils/uuid.h"
 
 /* how a sealed ("Encrypted...") column is shown */
@@ -128,8 +129,11 @@ typedef enum AuditStoreColumn
 	AS_NCOLUMNS
 } AuditStoreColumn;
 
-extern bool pe_audit_store_direct(Oid logrelid, bool lock_payment,
-								  const Datum *values, const bool *nulls);
+extern Relation pe_audit_store_open(Oid logrelid, bool lock_payment,
+									const pg_uuid_t *payment);
+extern void pe_audit_store_write(Relation rel, const Datum *values,
+								 const bool *nulls);
+extern void pe_audit_store_close(Relation rel);
 extern void pe_audit_store_inval(Oid relid);
 extern void pe_audit_store_at_xact_end(SubTransactionId subid);
 

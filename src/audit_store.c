@@ -14,17 +14,20 @@
  * the table's definition asks for is skipped:
  *	- column defaults ("Id", "CreatedAt", any a DBA adds) and every CHECK
  *	  constraint are evaluated from expression states prepared once per
- *	  relcache entry (rebuilt after any ALTER TABLE); NOT NULL and the
- *	  varchar length of "ActionType" are checked;
+ *	  relcache entry (rebuilt after any ALTER TABLE, and after any change of
+ *	  a function or type, which the prepared expressions may have inlined);
+ *	  NOT NULL and the varchar length of "ActionType" are checked;
  *	- the hash chain is linked by the same code as the chain trigger
  *	  (pe_audit_chain_link), so both paths produce identical rows;
  *	- every index gets its entry (ExecInsertIndexTuples: partial-index
  *	  predicates, unique checks);
- *	- the foreign keys hold by construction: the caller (audit.c) uses this
- *	  path only when the row's payment is locked by the audited change and
- *	  its user is NULL or already referenced by a committed audit row (which
- *	  ON DELETE RESTRICT keeps alive), the cases where the RI check query
- *	  cannot fail.  Any other row goes through SPI and the RI triggers.
+ *	- the foreign keys hold by construction: the caller (audit.c) writes a
+ *	  row this way only once its payment is locked (by the audited change,
+ *	  or here, FOR NO KEY UPDATE) and then its user is NULL, locked FOR KEY
+ *	  SHARE by this transaction, or referenced by an audit row this backend
+ *	  committed (which ON DELETE RESTRICT keeps alive): the cases where the
+ *	  RI check query cannot fail, with its lock order (payment, then user).
+ *	  Any other row goes through SPI and the RI triggers.
  * The direct path is used only while the table has the shape the
  * extension created: a plain table, no rules, no stored generated columns,
  * no deferrable index, the expected column types, and no INSERT trigger but
@@ -307,10 +310,21 @@ store_build(Relation rel)
 	store_shape.valid = true;
 	store_shape.action_maxlen = -1;
 
-	/* the table as the extension created it, or no direct write */
+	/*
+	 * The table as the extension created it, or no direct write.  A column
+	 * of a domain type would need its NULL (when not given) checked against
+	 * the domain, as an INSERT does: none of the log's columns is one.
+	 */
 	if (rel->rd_rel->relkind != RELKIND_RELATION || rel->rd_rel->relhasrules ||
 		(tupdesc->constr != NULL && tupdesc->constr->has_generated_stored))
 		return;
+	for (i = 0; i < tupdesc->natts; i++)
+	{
+		Form_pg_attribute att = TupleDescAttr(tupdesc, i);
+
+		if (!att->attisdropped && get_typtype(att->atttypid) == TYPTYPE_DOMAIN)
+			return;
+	}
 	for (i = 0; i < AS_NCOLUMNS; i++)
 	{
 		AttrNumber	attnum = get_attnum(RelationGetRelid(rel), store_columns[i].name);
@@ -437,51 +451,65 @@ store_check_row(Relation rel, TupleTableSlot *slot)
 }
 
 /*
- * pe_audit_store_direct
- *		Write one "PaymentAuditLog" row (values/nulls in AuditStoreColumn
- *		order) into the log logrelid directly.  False, with nothing done,
- *		when the log's shape does not allow it, or when lock_payment is set
- *		and the row's payment cannot be locked: the caller then inserts the
- *		row through SPI.  The caller has made sure that the row's user is
- *		one the foreign key cannot refuse, and that its payment is locked
- *		(or asks for the lock with lock_payment); it runs as the log's
- *		owner.
+ * pe_audit_store_open
+ *		The log logrelid, opened (RowExclusiveLock) for a direct write; then
+ *		pe_audit_store_write or pe_audit_store_close.  NULL, with nothing
+ *		done, when the log's shape does not allow a direct write, when this
+ *		write would be nested in another, or when lock_payment is set and
+ *		payment cannot be locked: the caller then inserts the row through
+ *		SPI.  Caller runs as the log's owner.
  */
-bool
-pe_audit_store_direct(Oid logrelid, bool lock_payment,
-					  const Datum *values, const bool *nulls)
+Relation
+pe_audit_store_open(Oid logrelid, bool lock_payment, const pg_uuid_t *payment)
 {
 	Relation	rel;
-	TupleDesc	tupdesc;
-	ExprContext *econtext;
+
+	if (store_active)
+		return NULL;			/* nested in another write: SPI */
+
+	/* lock first: a pending invalidation is processed here */
+	rel = table_open(logrelid, RowExclusiveLock);
+	if (!store_shape.valid || store_shape.relid != logrelid)
+		store_build(rel);
+	if (!store_shape.usable ||
+		(lock_payment && !pe_audit_chain_lock_payment(rel, payment)))
+	{
+		table_close(rel, RowExclusiveLock);
+		return NULL;
+	}
+	store_active = true;
+	store_active_subid = GetCurrentSubTransactionId();
+	return rel;
+}
+
+/* A log opened by pe_audit_store_open that is not written to after all. */
+void
+pe_audit_store_close(Relation rel)
+{
+	table_close(rel, RowExclusiveLock);
+	store_active = false;
+}
+
+/*
+ * pe_audit_store_write
+ *		Write one "PaymentAuditLog" row (values/nulls in AuditStoreColumn
+ *		order) into rel, opened by pe_audit_store_open, and close it.  The
+ *		caller has made sure that the row's foreign keys cannot fail (see
+ *		the file header).
+ */
+void
+pe_audit_store_write(Relation rel, const Datum *values, const bool *nulls)
+{
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	ExprContext *econtext = store_shape.econtext;
 	EState	   *estate;
 	ResultRelInfo *rri;
 	TupleTableSlot *slot;
 	List	   *recheck;
 	int			i;
 
-	if (store_active)
-		return false;			/* nested in another write: SPI */
-
-	/* lock first: a pending invalidation is processed here */
-	rel = table_open(logrelid, RowExclusiveLock);
-	if (!store_shape.valid || store_shape.relid != logrelid)
-		store_build(rel);
-	if (!store_shape.usable)
-	{
-		table_close(rel, RowExclusiveLock);
-		return false;
-	}
-	if (lock_payment &&
-		!pe_audit_chain_lock_payment(rel, DatumGetUUIDP(values[AS_PAYMENT_ID])))
-	{
-		table_close(rel, RowExclusiveLock);
-		return false;
-	}
-	store_active = true;
-	store_active_subid = GetCurrentSubTransactionId();
-	tupdesc = RelationGetDescr(rel);
-	econtext = store_shape.econtext;
+	Assert(store_active && store_shape.usable &&
+		   store_shape.relid == RelationGetRelid(rel));
 	ResetExprContext(econtext);
 
 	/*
@@ -534,5 +562,4 @@ pe_audit_store_direct(Oid logrelid, bool lock_payment,
 	ResetExprContext(econtext);
 	table_close(rel, NoLock);
 	store_active = false;
-	return true;
 }

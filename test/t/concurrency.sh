@@ -12,7 +12,11 @@
 #   - 30 metadata changes of one payment, in READ COMMITTED and then in
 #     REPEATABLE READ, and 20 refunds of another: one audit row per change
 #     that committed, each payment's hash chain contiguous and verified,
-#     never forked.
+#     never forked;
+#   - no new lock order: an audited change of a refund takes its payment's
+#     row lock before its user's (as the foreign key's check would), so a
+#     transaction holding the payment that then locks the user does not
+#     deadlock with it.
 # Prints TAP.  Needs PGHOST/PGPORT of a running cluster with payment_ext.
 #
 set -uo pipefail
@@ -37,7 +41,7 @@ ok() {
 
 q() { psql -X -qAt -v ON_ERROR_STOP=1 -d "$DB" -c "$1"; }
 
-echo "1..24"
+echo "1..26"
 
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $DB" -c "CREATE DATABASE $DB" >/dev/null 2>&1
 q "CREATE EXTENSION payment_ext" >/dev/null
@@ -148,6 +152,29 @@ s=$(race 20 "SELECT payment.refund('$P4', 0.50, 'concurrent audited refund', '$A
 ok "$s" 20 "20 concurrent refunds of the same payment succeed"
 ok "$(chain_ok "$P4" | cut -d'|' -f2-)" "true|true" "its chain is still contiguous, head included"
 ok "$(q "SELECT payment.verify_audit()")" "t" "payment.verify_audit() of every chain: true"
+
+# 6. lock order: payment, then user
+U3=10000000-0000-0000-0000-000000000003
+R=$(q "SELECT \"Id\" FROM \"PaymentRefunds\" WHERE \"OriginalPaymentId\" = '$P4' LIMIT 1")
+psql -X -qAt -v ON_ERROR_STOP=1 -d "$DB" >"$OUT/a.out" 2>"$OUT/a.err" <<SQL &
+BEGIN;
+UPDATE "Payments" SET "Metadata" = '{"holder": "a"}' WHERE "Id" = '$P4';
+SELECT pg_sleep(1.5);
+SELECT 1 FROM "Users" WHERE "Id" = '$U3' FOR UPDATE;
+COMMIT;
+SQL
+A=$!
+sleep 0.5
+PGOPTIONS="-c app.current_user_id=$U3 -c deadlock_timeout=100ms" \
+	psql -X -qAt -v ON_ERROR_STOP=1 -d "$DB" -c "UPDATE \"PaymentRefunds\" SET \"Metadata\" = '{\"by\": \"b\"}' WHERE \"Id\" = '$R'" \
+	>"$OUT/b.out" 2>"$OUT/b.err"
+B=$?
+wait $A
+A=$?
+ok "$A|$B|$(cat "$OUT/a.err" "$OUT/b.err" | grep -c deadlock)" "0|0|0" \
+	"a refund's audited change waits for its payment before locking its user: no deadlock with a holder of the payment that locks the user"
+ok "$(q "SELECT count(*) FROM \"PaymentAuditLog\" WHERE \"RowId\" = '$R' AND \"UserId\" = '$U3' AND \"ActionType\" = 'MetadataUpdated'")" 1 \
+	"  and its audit row names the user"
 
 psql -X -q -d postgres -c "DROP DATABASE $DB" >/dev/null 2>&1
 exit $((FAILS > 0))
