@@ -613,34 +613,41 @@ audit_user_known(AuditTarget *t, const pg_uuid_t *user)
 }
 
 /*
- * audit_user_exists
- *		Is uuid a row of "Users"?  Caller is connected to SPI, as the log's
- *		owner.  The answer is cached (see AuditKnownUser).
+ * audit_user_select
+ *		Is uuid a row of "Users"?  With lock, also lock it FOR KEY SHARE
+ *		until the transaction ends, as the foreign key's RI check would.
+ *		*plan is prepared on first use.  Caller is connected to SPI, as the
+ *		log's owner.
  */
+static bool
+audit_user_select(AuditTarget *t, SPIPlanPtr *plan, bool lock, const pg_uuid_t *user)
+{
+	Datum		arg = UUIDPGetDatum(user);
+	int			ret;
+
+	if (*plan == NULL)
+	{
+		Oid			argtypes[1] = {UUIDOID};
+
+		*plan = audit_prepare(psprintf("SELECT 1 FROM %s WHERE \"Id\" OPERATOR(pg_catalog.=) $1%s",
+									   quote_qualified_identifier(get_namespace_name(t->nspid),
+																  "Users"),
+									   lock ? " FOR KEY SHARE" : ""),
+							  1, argtypes);
+	}
+	ret = SPI_execute_plan(*plan, &arg, NULL, false, 1);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
+	return SPI_processed > 0;
+}
+
+/* Is uuid a row of "Users"?  Cached: see AuditKnownUser. */
 static bool
 audit_user_exists(AuditTarget *t, const pg_uuid_t *user)
 {
-	Datum		arg;
-	int			ret;
-
 	if (audit_user_known(t, user))
 		return true;
-
-	if (t->user_plan == NULL)
-	{
-		Oid			argtypes[1] = {UUIDOID};
-		char	   *sql;
-
-		sql = psprintf("SELECT 1 FROM %s WHERE \"Id\" OPERATOR(pg_catalog.=) $1",
-					   quote_qualified_identifier(get_namespace_name(t->nspid),
-												  "Users"));
-		t->user_plan = audit_prepare(sql, 1, argtypes);
-	}
-	arg = UUIDPGetDatum(user);
-	ret = SPI_execute_plan(t->user_plan, &arg, NULL, false, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed == 0)
+	if (!audit_user_select(t, &t->user_plan, false, user))
 		return false;
 
 	memcpy(audit_known_user.id.data, user->data, UUID_LEN);
@@ -653,34 +660,14 @@ audit_user_exists(AuditTarget *t, const pg_uuid_t *user)
 
 /*
  * audit_lock_user
- *		Lock the known user's row FOR KEY SHARE until the transaction ends,
- *		as the foreign key's RI check would; false if it is gone.  Taken
+ *		Lock the known user's row FOR KEY SHARE; false if it is gone.  Taken
  *		after the payment's row lock (as the RI check, an AFTER trigger of
- *		the audit INSERT, would be), so no new lock order.  Caller is
- *		connected to SPI, as the log's owner.
+ *		the audit INSERT, would be), so no new lock order.
  */
 static bool
 audit_lock_user(AuditTarget *t, const pg_uuid_t *user)
 {
-	Datum		arg;
-	int			ret;
-
-	if (t->user_lock_plan == NULL)
-	{
-		Oid			argtypes[1] = {UUIDOID};
-		char	   *sql;
-
-		sql = psprintf("SELECT 1 FROM %s WHERE \"Id\" OPERATOR(pg_catalog.=) $1 "
-					   "FOR KEY SHARE",
-					   quote_qualified_identifier(get_namespace_name(t->nspid),
-												  "Users"));
-		t->user_lock_plan = audit_prepare(sql, 1, argtypes);
-	}
-	arg = UUIDPGetDatum(user);
-	ret = SPI_execute_plan(t->user_lock_plan, &arg, NULL, false, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed == 0)
+	if (!audit_user_select(t, &t->user_lock_plan, true, user))
 		return false;
 	audit_known_user.locked = true;
 	return true;
