@@ -30,7 +30,8 @@
  *	  Any other row goes through SPI and the RI triggers.
  * The direct path is used only while the table has the shape the
  * extension created: a plain table, no rules, no stored generated columns,
- * no deferrable index, the expected column types, and no INSERT trigger but
+ * no deferrable index, the expected column types and no domain-typed
+ * column, and no INSERT trigger but
  * the chain trigger (enabled ALWAYS) and the RI checks of
  * "FK_PaymentAuditLog_Payments" and "FK_PaymentAuditLog_Users".  Add a
  * trigger or a foreign key to the log and every audit row takes the SPI
@@ -41,9 +42,8 @@
  *	  own memory context under CacheMemoryContext; a relcache invalidation
  *	  only marks it invalid, and it is rebuilt on next use, never while a
  *	  direct write is in progress (a nested write takes the SPI path).
- *	- Per-row memory: the caller's context (the trigger manager's
- *	  per-tuple context) and the ExprContext's per-tuple memory, reset on
- *	  each use.  The EState, the opened indexes and the slot are released
+ *	- Per-row memory: the caller's context (audit_write's SPI procedure
+ *	  context) and the ExprContext's per-tuple memory, reset on each use.  The EState, the opened indexes and the slot are released
  *	  before returning; on error, transaction abort releases them.
  *
  * IDENTIFICATION
