@@ -589,20 +589,6 @@ audit_target(Oid nspid)
 	return t;
 }
 
-/* Prepare and keep a plan; caller is connected to SPI. */
-static SPIPlanPtr
-audit_prepare(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
-			 sql, SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "SPI_keepplan failed");
-	return plan;
-}
-
 /* Is user the known user of t's "Users"? */
 static bool
 audit_user_known(AuditTarget *t, const pg_uuid_t *user)
@@ -629,7 +615,7 @@ audit_user_select(AuditTarget *t, SPIPlanPtr *plan, bool lock, const pg_uuid_t *
 	{
 		Oid			argtypes[1] = {UUIDOID};
 
-		*plan = audit_prepare(psprintf("SELECT 1 FROM %s WHERE \"Id\" OPERATOR(pg_catalog.=) $1%s",
+		*plan = pe_prepare_kept(psprintf("SELECT 1 FROM %s WHERE \"Id\" OPERATOR(pg_catalog.=) $1%s",
 									   quote_qualified_identifier(get_namespace_name(t->nspid),
 																  "Users"),
 									   lock ? " FOR KEY SHARE" : ""),
@@ -741,7 +727,7 @@ audit_write(AuditEntry *e, Oid nspid)
 					   "VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)",
 					   quote_qualified_identifier(get_namespace_name(t->nspid),
 												  "PaymentAuditLog"));
-		t->insert_plan = audit_prepare(sql, AUDIT_INSERT_NARGS, argtypes);
+		t->insert_plan = pe_prepare_kept(sql, AUDIT_INSERT_NARGS, argtypes);
 	}
 
 	appendStringInfoString(&e->description, req.notes.data);
@@ -963,38 +949,6 @@ pe_audit_row_trigger(PG_FUNCTION_ARGS)
 }
 
 /*
- * pe_audit_extension_schema
- *		Schema of the payment_ext extension, where "PaymentAuditLog" is.  PG 15
- *		has no syscache on pg_extension (nor an exported lookup), so this
- *		scans its OID index: for rare callers only (system actions,
- *		payment.verify_audit).
- */
-Oid
-pe_audit_extension_schema(void)
-{
-	Oid			extoid = get_extension_oid("payment_ext", false);
-	Oid			nspid = InvalidOid;
-	Relation	rel;
-	SysScanDesc scan;
-	ScanKeyData key;
-	HeapTuple	tuple;
-
-	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_oid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(extoid));
-	scan = systable_beginscan(rel, ExtensionOidIndexId, true, NULL, 1, &key);
-	tuple = systable_getnext(scan);
-	if (HeapTupleIsValid(tuple))
-		nspid = ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace;
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-
-	if (!OidIsValid(nspid))
-		elog(ERROR, "extension payment_ext has no schema");
-	return nspid;
-}
-
-/*
  * pe_audit_system_action
  *		See audit.h.
  */
@@ -1010,5 +964,5 @@ pe_audit_system_action(const char *table_name, const char *description,
 	e.action_type = "SystemAction";
 	e.table_name = table_name;
 	e.new_values = details;
-	audit_write(&e, pe_audit_extension_schema());
+	audit_write(&e, pe_extension_namespace());
 }

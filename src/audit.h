@@ -64,7 +64,6 @@ extern bool pe_audit_chain_lock_payment(Relation rel, const pg_uuid_t *payment);
 extern void pe_audit_chain_link(Relation rel, Datum *values, bool *nulls);
 
 /* schema of the extension (catalog scan: not for per-row use) */
-extern Oid	pe_audit_extension_schema(void);
 
 /* relcache invalidation of relid (InvalidOid: all) for audit_chain.c */
 extern void pe_audit_chain_relcache_inval(Oid relid);

@@ -352,20 +352,6 @@ chain_load_attrs(Relation rel)
 	chain_attrs.valid = true;
 }
 
-/* Prepare and keep a plan; caller is connected to SPI. */
-static SPIPlanPtr
-chain_prepare(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
-			 sql, SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "SPI_keepplan failed");
-	return plan;
-}
-
 /* The lock plan for the log rel; caller is connected to SPI. */
 static void
 chain_load_plans(Relation rel)
@@ -383,7 +369,7 @@ chain_load_plans(Relation rel)
 	payments = quote_qualified_identifier(get_namespace_name(RelationGetNamespace(rel)),
 										  "Payments");
 	chain_plans.lock_plan =
-		chain_prepare(psprintf("SELECT 1 FROM %s WHERE \"Id\" OPERATOR(pg_catalog.=) $1 "
+		pe_prepare_kept(psprintf("SELECT 1 FROM %s WHERE \"Id\" OPERATOR(pg_catalog.=) $1 "
 							   "FOR NO KEY UPDATE", payments),
 					  1, uuidarg);
 	chain_plans.logrelid = relid;
@@ -731,13 +717,8 @@ pe_audit_chain_trigger(PG_FUNCTION_ARGS)
 	Datum	   *values;
 	bool	   *nulls;
 
-	if (!CALLED_AS_TRIGGER(fcinfo))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("payment.audit_chain_trigger() must be called as a trigger")));
-	if (!TRIGGER_FIRED_BEFORE(trigdata->tg_event) ||
-		!TRIGGER_FIRED_FOR_ROW(trigdata->tg_event) ||
-		!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
+	pe_check_trigger(fcinfo, "payment.audit_chain_trigger()", true, true);
+	if (!TRIGGER_FIRED_BY_INSERT(trigdata->tg_event))
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("payment.audit_chain_trigger() must be fired BEFORE INSERT FOR EACH ROW")));
@@ -944,7 +925,7 @@ pe_verify_audit(PG_FUNCTION_ARGS)
 	int			i;
 	int			ret;
 
-	log = quote_qualified_identifier(get_namespace_name(pe_audit_extension_schema()),
+	log = quote_qualified_identifier(pe_extension_schema(),
 									 "PaymentAuditLog");
 
 	if (SPI_connect() != SPI_OK_CONNECT)

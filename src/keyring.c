@@ -378,18 +378,6 @@ pe_key_id_char(char c)
 		(c >= '0' && c <= '9') || c == '_' || c == '.' || c == '-';
 }
 
-static int
-keyring_hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
 /*
  * keyring_parse_line
  *		Parse one line "<key-id> <64 hex digits>" (surrounding blanks allowed)
@@ -400,7 +388,6 @@ keyring_parse_line(const char *line, Size len, VaultKey *key)
 {
 	Size		i = 0;
 	Size		idlen = 0;
-	int			h;
 
 	while (i < len && (line[i] == ' ' || line[i] == '\t'))
 		i++;
@@ -417,15 +404,8 @@ keyring_parse_line(const char *line, Size len, VaultKey *key)
 		i++;
 	if (len - i < VAULT_KEY_LEN * 2)
 		return false;
-	for (h = 0; h < VAULT_KEY_LEN; h++)
-	{
-		int			hi = keyring_hex_value(line[i + 2 * h]);
-		int			lo = keyring_hex_value(line[i + 2 * h + 1]);
-
-		if (hi < 0 || lo < 0)
-			return false;
-		key->key[h] = (unsigned char) ((hi << 4) | lo);
-	}
+	if (!pe_hex_decode(line + i, VAULT_KEY_LEN, key->key))
+		return false;
 	i += VAULT_KEY_LEN * 2;
 	while (i < len && (line[i] == ' ' || line[i] == '\t' || line[i] == '\r'))
 		i++;

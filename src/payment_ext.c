@@ -80,20 +80,21 @@ static LocalTransactionId tables_schema_lxid = InvalidLocalTransactionId;
 static uint64 schema_generation = 0;
 
 /*
- * pe_extension_schema
- *		Name of the schema payment_ext's tables live in (CREATE EXTENSION's
- *		target), palloc'd; raises if the extension is not installed.
- *		PostgreSQL 15 does not export get_extension_schema.
+ * pe_extension_namespace
+ *		OID of the schema payment_ext's tables live in (CREATE EXTENSION's
+ *		target); raises if the extension is not installed.  PostgreSQL 15
+ *		does not export get_extension_schema, and has no syscache on
+ *		pg_extension: this scans its name index, so callers on a hot path
+ *		use pe_tables_schema (once per transaction) instead.
  */
-char *
-pe_extension_schema(void)
+Oid
+pe_extension_namespace(void)
 {
 	Relation	rel;
 	SysScanDesc scan;
 	ScanKeyData key;
 	HeapTuple	tuple;
 	Oid			nspid = InvalidOid;
-	char	   *nspname;
 
 	rel = table_open(ExtensionRelationId, AccessShareLock);
 	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
@@ -109,7 +110,15 @@ pe_extension_schema(void)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("extension \"payment_ext\" is not installed in this database"),
 				 errhint("Run CREATE EXTENSION payment_ext.")));
-	nspname = get_namespace_name(nspid);
+	return nspid;
+}
+
+/* Name of pe_extension_namespace(), palloc'd. */
+char *
+pe_extension_schema(void)
+{
+	char	   *nspname = get_namespace_name(pe_extension_namespace());
+
 	if (nspname == NULL)
 		elog(ERROR, "schema of extension payment_ext not found");
 	return nspname;
@@ -139,6 +148,24 @@ pe_tables_schema(void)
 	}
 	tables_schema_lxid = MyProc->lxid;
 	return tables_schema;
+}
+
+/*
+ * pe_prepare_kept
+ *		SPI_prepare and SPI_keepplan sql (caller is connected to SPI); the
+ *		plan lives until SPI_freeplan.
+ */
+SPIPlanPtr
+pe_prepare_kept(const char *sql, int nargs, Oid *argtypes)
+{
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
+
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
+			 sql, SPI_result_code_string(SPI_result));
+	if (SPI_keepplan(plan) != 0)
+		elog(ERROR, "SPI_keepplan failed");
+	return plan;
 }
 
 /*
@@ -173,16 +200,43 @@ pe_plan(PePlan *p)
 		else
 			appendStringInfoChar(&sql, *c);
 	}
-	plan = SPI_prepare(sql.data, p->nargs, p->argtypes);
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s", sql.data,
-			 SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "SPI_keepplan failed");
+	plan = pe_prepare_kept(sql.data, p->nargs, p->argtypes);
 	pfree(sql.data);
 	p->plan = plan;
 	p->generation = schema_generation;
 	return plan;
+}
+
+/*
+ * pe_hex_decode
+ *		Decode exactly 2 * nbytes hex digits at s into out.  False, with
+ *		nothing said, on any other character: used on keys and MACs, which
+ *		an error message must never echo (PostgreSQL 15's hex_decode does).
+ */
+bool
+pe_hex_decode(const char *s, size_t nbytes, unsigned char *out)
+{
+	size_t		i;
+
+	for (i = 0; i < 2 * nbytes; i++)
+	{
+		char		c = s[i];
+		int			v;
+
+		if (c >= '0' && c <= '9')
+			v = c - '0';
+		else if (c >= 'a' && c <= 'f')
+			v = c - 'a' + 10;
+		else if (c >= 'A' && c <= 'F')
+			v = c - 'A' + 10;
+		else
+			return false;
+		if (i % 2 == 0)
+			out[i / 2] = (unsigned char) (v << 4);
+		else
+			out[i / 2] |= (unsigned char) v;
+	}
+	return true;
 }
 
 /* Column col (1-based) of row of the last SPI result. */

@@ -89,6 +89,9 @@ typedef struct PePlan
 extern SPIPlanPtr pe_plan(PePlan *p);
 extern const char *pe_tables_schema(void);
 extern char *pe_extension_schema(void);
+extern Oid	pe_extension_namespace(void);
+extern SPIPlanPtr pe_prepare_kept(const char *sql, int nargs, Oid *argtypes);
+extern bool pe_hex_decode(const char *s, size_t nbytes, unsigned char *out);
 extern Datum pe_spi_getdatum(int row, int col, bool *isnull);
 
 /* security.c */

@@ -195,38 +195,6 @@ webhook_refuse(int sqlstate, const char *why, const char *detail)
 			 errhidestmt(true)));
 }
 
-static int
-hex_value(char c)
-{
-	if (c >= '0' && c <= '9')
-		return c - '0';
-	if (c >= 'a' && c <= 'f')
-		return c - 'a' + 10;
-	if (c >= 'A' && c <= 'F')
-		return c - 'A' + 10;
-	return -1;
-}
-
-/* Decode 64 hex digits into out; false when s is not exactly that. */
-static bool
-hex_decode_mac(const char *s, size_t len, unsigned char *out)
-{
-	size_t		i;
-
-	if (len != WEBHOOK_MAC_LEN * 2)
-		return false;
-	for (i = 0; i < WEBHOOK_MAC_LEN; i++)
-	{
-		int			hi = hex_value(s[2 * i]);
-		int			lo = hex_value(s[2 * i + 1]);
-
-		if (hi < 0 || lo < 0)
-			return false;
-		out[i] = (unsigned char) (hi << 4 | lo);
-	}
-	return true;
-}
-
 /*
  * Parse the Stripe-Signature header: its timestamp and its v1 signatures
  * (non-hex ones skipped, as Stripe's libraries do; other schemes ignored).
@@ -290,7 +258,7 @@ webhook_parse_header(const char *header, int64 *t,
 		else if (klen == 2 && p[0] == 'v' && p[1] == '1')
 		{
 			if (nsigs < WEBHOOK_MAX_SIGNATURES &&
-				hex_decode_mac(val, vlen, sigs[nsigs]))
+				vlen == WEBHOOK_MAC_LEN * 2 && pe_hex_decode(val, WEBHOOK_MAC_LEN, sigs[nsigs]))
 				nsigs++;
 		}
 		/* v0 (test-mode fake) and unknown schemes: ignored */
