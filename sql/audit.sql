@@ -375,6 +375,24 @@ SELECT right("PaymentId"::text, 2) AS payment, "NewValues"->'Metadata' AS metada
 ALTER TABLE "PaymentAuditLog" DROP COLUMN audit_test_note;
 DROP FUNCTION audit_test_nested_write();
 SELECT payment.verify_audit('40000000-0000-0000-0000-000000000002') AS payment_2;
+-- the chain trigger refuses to be attached anywhere but BEFORE INSERT
+-- FOR EACH ROW (it could not chain the row as stored), and the audit
+-- trigger anywhere but AFTER; each refusal changes nothing
+CREATE TABLE audit_test_misuse (x int);
+CREATE TRIGGER misattached AFTER INSERT ON audit_test_misuse
+	FOR EACH ROW EXECUTE FUNCTION payment.audit_chain_trigger();
+INSERT INTO audit_test_misuse VALUES (1);
+DROP TRIGGER misattached ON audit_test_misuse;
+CREATE TRIGGER misattached BEFORE UPDATE ON audit_test_misuse
+	FOR EACH ROW EXECUTE FUNCTION payment.audit_chain_trigger();
+INSERT INTO audit_test_misuse VALUES (1);
+UPDATE audit_test_misuse SET x = 2;
+DROP TRIGGER misattached ON audit_test_misuse;
+CREATE TRIGGER misattached BEFORE INSERT ON audit_test_misuse
+	FOR EACH ROW EXECUTE FUNCTION payment.audit_row_trigger();
+INSERT INTO audit_test_misuse VALUES (3);
+SELECT x FROM audit_test_misuse ORDER BY x;
+DROP TABLE audit_test_misuse;
 -- rows of both ways share one chain, which verifies
 SELECT seq, action, new FROM new_rows();
 SELECT payment.verify_audit('40000000-0000-0000-0000-000000000001') AS payment_1;
