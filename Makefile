@@ -59,7 +59,8 @@ SQL_PARTS = \
 # Upgrade scripts, oldest first; BASE_VERSION is the "from" version of the
 # first one (the version the parts above install).
 UPDATES = \
-	src/sql/updates/$(EXTENSION)--1.0--1.1.sql
+	src/sql/updates/$(EXTENSION)--1.0--1.1.sql \
+	src/sql/updates/$(EXTENSION)--1.1--1.2.sql
 BASE_VERSION = $(word 2,$(subst --, ,$(basename $(notdir $(firstword $(UPDATES))))))
 
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql $(EXTENSION)--$(BASE_VERSION).sql

@@ -64,7 +64,7 @@ is "$(w_sql $S "SELECT payment.price(40.00, 25) || ' ' || payment.status_name(0)
                 || ' ' || (SELECT count(*) FROM payment.dead_letters)
                 || ' ' || (SELECT running || '/' || state FROM payment.worker_status)
                 || ' ' || (SELECT sealed_values FROM payment.key_usage WHERE key_id = 'k1')")" \
-	"30.00 Pending Completed 1.1 true $N 0 false/not running: this server is a standby $N" \
+	"30.00 Pending Completed 1.2 true $N 0 false/not running: this server is a standby $N" \
 	"the standby serves payment.price, status_name, version, verify_audit, the tables and the views; worker_status says why no worker runs"
 OUT=$("$PE_BIN/psql" -h "$PE_WORK/$S.sock" -p 5432 -U postgres -d postgres -X -qAt -v VERBOSITY=verbose \
 	-c "SELECT payment.create('30000000-0000-0000-0000-000000000001', '10000000-0000-0000-0000-000000000001', 10.00)" 2>&1)

@@ -2,10 +2,10 @@
 #
 # test/t/ops_upgrade.sh — upgrades and DROP protection, on a cluster of its
 # own:
-#   - version 1.0 installs from payment_ext--1.0.sql with the 1.1 library and
+#   - version 1.0 installs from payment_ext--1.0.sql with the current library and
 #     works (the library serves both versions);
 #   - ALTER EXTENSION payment_ext UPDATE on a 1.0 database with data gives
-#     exactly the catalog of a fresh 1.1 install (test/ops_catalog.sql:
+#     exactly the catalog of a fresh install of the current version (test/ops_catalog.sql:
 #     functions with their definitions, tables, columns, constraints,
 #     indexes, triggers and their enable state, policies, ACLs, initial
 #     privileges, comments, membership, extconfig, the event trigger), keeps
@@ -24,6 +24,8 @@ trap w_cleanup EXIT
 echo "1..25"
 
 C=ops_up
+# the current version, from the control file
+V=$(sed -n "s/^default_version[[:space:]]*=[[:space:]]*'\([^']*\)'.*/\1/p" "$PE_WORK/repo/payment_ext.control")
 W_URL=http://127.0.0.1:9
 w_cluster $C
 
@@ -47,14 +49,14 @@ catalog() {
 
 for db in old fresh empty; do q postgres "CREATE DATABASE $db" >/dev/null; done
 
-# --- 1.0 with the 1.1 library ------------------------------------------------------------
+# --- 1.0 with the current library-----------------------------------------------------------
 is "$(q old "CREATE EXTENSION payment_ext VERSION '1.0'; SELECT extversion FROM pg_extension WHERE extname = 'payment_ext'")" \
 	"1.0" "CREATE EXTENSION ... VERSION '1.0' installs 1.0"
 is "$(q old "SELECT count(*) FROM pg_proc WHERE proname IN ('version', 'drop_guard') AND pronamespace = 'payment'::regnamespace")" \
 	"0" "1.0 has neither payment.version() nor the drop guard"
 "$PE_BIN/psql" -h "$PE_WORK/$C.sock" -p 5432 -U postgres -d old -X -q -o /dev/null \
 	-f "$PE_WORK/repo/test/ops_seed.sql" >"$PE_WORK/$C.seed.log" 2>&1
-ok $? "the 1.1 library serves 1.0: payments, refunds, a saved card, outbox rows (test/ops_seed.sql)"
+ok $? "the $V library serves 1.0: payments, refunds, a saved card, outbox rows (test/ops_seed.sql)"
 BEFORE=$(counts old)
 is "$BEFORE" "5 2 $(q old "SELECT count(*) FROM \"PaymentAuditLog\"") 1 1 4 1 2 $(q old "SELECT count(*) FROM payment.audit_chain_heads")" \
 	"  5 payments, 2 refunds, a saved card, a failure, an intent, 2 idempotency keys (4 outbox rows)"
@@ -65,17 +67,17 @@ is "$(q old "BEGIN; DROP EXTENSION payment_ext; ROLLBACK;")" "" "1.0 itself has 
 
 # --- the upgrade -----------------------------------------------------------------------------
 is "$(q old "ALTER EXTENSION payment_ext UPDATE; SELECT extversion FROM pg_extension WHERE extname = 'payment_ext'")" \
-	"1.1" "ALTER EXTENSION payment_ext UPDATE goes to 1.1"
+	"$V" "ALTER EXTENSION payment_ext UPDATE goes from 1.0 to $V (every step)"
 is "$(counts old)" "$BEFORE" "  every row kept"
 is "$(q old "SELECT payment.verify_audit()")" "t" "  the audit chains still verify"
-is "$(q old "SELECT payment.version()")" "1.1" "  payment.version() is 1.1"
+is "$(q old "SELECT payment.version()")" "$V" "  payment.version() is $V"
 
 q fresh "CREATE EXTENSION payment_ext" >/dev/null
 catalog old >"$PE_WORK/$C.old.catalog"
 catalog fresh >"$PE_WORK/$C.fresh.catalog"
 diff -u "$PE_WORK/$C.fresh.catalog" "$PE_WORK/$C.old.catalog" >"$PE_WORK/$C.catalog.diff" &&
 	[ "$(wc -l <"$PE_WORK/$C.fresh.catalog")" -gt 500 ]
-ok $? "the upgraded catalog is the fresh 1.1 catalog ($(wc -l <"$PE_WORK/$C.fresh.catalog") lines compared)"
+ok $? "the upgraded catalog is the fresh $V catalog ($(wc -l <"$PE_WORK/$C.fresh.catalog") lines compared)"
 [ -s "$PE_WORK/$C.catalog.diff" ] && sed 's/^/# /' "$PE_WORK/$C.catalog.diff" | head -40
 ok $(grep -qx "member event trigger payment_ext_drop_guard" "$PE_WORK/$C.fresh.catalog"; echo $?) \
 	"  the comparison covers the event trigger, a member of the extension"
