@@ -5,6 +5,13 @@
 # Each program starts its own Stripe stand-in and its own cluster (Unix
 # socket only, payment_ext preloaded, the worker draining database
 # "postgres"), prints TAP, and stops everything it started on exit.
+#
+# Rules for what a test may assume (README "Tests"): no fixed port (the
+# stand-in binds port 0 and reports the port it got; "nothing listens
+# there" is a port we hold closed, w_closed_url); no fixed pause before an
+# assertion (w_wait, w_wait_log: poll until the state is reached, with a
+# deadline generous enough for a loaded machine); timeouts of the worker
+# long enough that a slow machine does not add attempts.
 
 # shellcheck source=tools/cluster.sh
 source "$PE_WORK/repo/tools/cluster.sh"
@@ -40,26 +47,41 @@ is() {
 	fi
 }
 
-# w_standin_start NAME [stand-in flags...]: start a stand-in; sets W_URL
+# w_standin_start NAME [stand-in flags...]: start a stand-in; sets W_URL.
+# It binds port 0 itself and writes the port it got (never a port picked
+# here and handed over: something else could take it in between).
 w_standin_start() {
-	local name=$1
+	local name=$1 pid
 	shift
 	rm -f "$PE_WORK/$name.port"
 	python3 "$PE_WORK/repo/test/stripe_standin.py" --port 0 --port-file "$PE_WORK/$name.port" \
 		"$@" >"$PE_WORK/$name.standin.log" 2>&1 &
-	W_STANDIN_PIDS+=($!)
-	local i
-	for i in $(seq 1 100); do
-		[ -s "$PE_WORK/$name.port" ] && break
-		sleep 0.05
-	done
+	pid=$!
+	W_STANDIN_PIDS+=("$pid")
+	if ! pe_wait_port_file "$PE_WORK/$name.port" "$pid"; then
+		echo "# the Stripe stand-in $name did not start:"
+		sed 's/^/#   /' "$PE_WORK/$name.standin.log"
+		return 1
+	fi
 	W_URL="http://127.0.0.1:$(cat "$PE_WORK/$name.port")"
+	export W_URL
+}
+
+# w_closed_url: W_URL at a port of 127.0.0.1 that refuses every connection
+# (held by a socket of ours that never listens: pe_closed_port), for a
+# cluster that must reach no Stripe
+w_closed_url() {
+	pe_closed_port || return 1
+	W_URL="http://127.0.0.1:$PE_CLOSED_PORT"
 	export W_URL
 }
 
 # w_cluster NAME [conf lines...]: a cluster whose worker drains "postgres"
 # through the stand-in at W_URL, fast retries, no rate limit in the way;
-# the extension installed with a few users, one event and registrations
+# the extension installed with a few users, one event and registrations.
+# Request timeouts are 5 s: the stand-in answers in milliseconds, but on a
+# loaded machine a 1 s timeout could expire before an answer that is there,
+# and add an attempt that tests counting attempts would not expect.
 w_cluster() {
 	local name=$1
 	shift
@@ -70,8 +92,8 @@ w_cluster() {
 		"payment_ext.max_requests_per_second = 100000" \
 		"payment_ext.retry_base_ms = 20" \
 		"payment_ext.retry_max_ms = 200" \
-		"payment_ext.request_timeout_ms = 1000" \
-		"payment_ext.connect_timeout_ms = 1000" \
+		"payment_ext.request_timeout_ms = 5000" \
+		"payment_ext.connect_timeout_ms = 5000" \
 		"$@"
 	w_sql "$name" "CREATE EXTENSION payment_ext" >/dev/null
 }
@@ -117,6 +139,18 @@ w_wait() {
 			echo "$got"
 			return 1
 		fi
+		sleep 0.1
+	done
+}
+
+# w_wait_log FILE REGEX SECONDS: poll until a line of FILE matches the
+# extended REGEX or the deadline passes; status 0 when it matched (a server
+# writes its log line when it gets to it, not when the test looks)
+w_wait_log() {
+	local file=$1 re=$2 secs=$3 deadline
+	deadline=$(($(date +%s%N) + secs * 1000000000))
+	until grep -qE -- "$re" "$file" 2>/dev/null; do
+		[ "$(date +%s%N)" -gt "$deadline" ] && return 1
 		sleep 0.1
 	done
 }

@@ -2,7 +2,8 @@
 # benchmarks.  Sourced by tools/run (inner part) and by test programs; runs as
 # an unprivileged user.  Every cluster listens on a Unix socket in its own
 # folder only (listen_addresses = ''), preloads payment_ext and points
-# payment_ext.stripe_api_base at the Stripe stand-in on 127.0.0.1, and has
+# payment_ext.stripe_api_base at the Stripe stand-in on 127.0.0.1 (without
+# one: at a port of ours that refuses connections, pe_closed_port), and has
 # a keyring of its own, $PE_WORK/NAME.keyring (mode 0600, outside the data
 # directory: one key "k1"), named by payment_ext.keyring_file, and a Stripe
 # test-mode API key of its own, $PE_WORK/NAME.stripe_key (mode 0600), named
@@ -37,33 +38,70 @@ pe_stage_install() {
 	export PE_WORK=${WORK:-$(dirname "$stage")}
 }
 
-# pe_free_port: a free TCP port on 127.0.0.1
-pe_free_port() {
-	python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])'
+# pe_wait_port_file FILE PID [SECONDS]: wait until the process PID (a
+#	server started with port 0 that writes the port it got to FILE, as
+#	test/stripe_standin.py --port-file does) has written FILE; fails if PID
+#	died first or the deadline (default 60 s: a loaded machine starts
+#	Python slowly) passes.  Never pick a free port and hand it to another
+#	process: between the two, anything may take it.
+pe_wait_port_file() {
+	local file=$1 pid=$2 secs=${3:-60} deadline
+	deadline=$(($(date +%s) + secs))
+	while [ ! -s "$file" ]; do
+		kill -0 "$pid" 2>/dev/null || return 1
+		[ "$(date +%s)" -lt "$deadline" ] || return 1
+		sleep 0.05
+	done
 }
 
-# pe_standin_start: start the Stripe stand-in on 127.0.0.1 (test/stripe_standin.py)
+# pe_closed_port: sets PE_CLOSED_PORT to a port of 127.0.0.1 where every
+#	connection is refused, for "no Stripe there": a process of ours holds a
+#	socket bound to it that never listens (a fixed port such as 9 may have a
+#	listener; this one cannot, nobody else can bind it).  Started once per
+#	shell, stopped by pe_cleanup.
+PE_CLOSED_PID=
+pe_closed_port() {
+	[ -n "${PE_CLOSED_PORT:-}" ] && [ -n "$PE_CLOSED_PID" ] && kill -0 "$PE_CLOSED_PID" 2>/dev/null && return 0
+	local file="$PE_WORK/closed-port.$$"
+	rm -f "$file"
+	python3 -c '
+import os, signal, socket, sys
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+with open(sys.argv[1] + ".tmp", "w") as f:
+    f.write("%d\n" % s.getsockname()[1])
+os.replace(sys.argv[1] + ".tmp", sys.argv[1])
+signal.signal(signal.SIGTERM, lambda *a: sys.exit(0))
+while True:
+    signal.pause()
+' "$file" </dev/null >/dev/null 2>&1 &
+	PE_CLOSED_PID=$!
+	pe_wait_port_file "$file" "$PE_CLOSED_PID" || {
+		echo "could not hold a closed port" >&2
+		return 1
+	}
+	PE_CLOSED_PORT=$(cat "$file")
+	rm -f "$file"
+}
+
+# pe_standin_start: start the Stripe stand-in on 127.0.0.1
+#	(test/stripe_standin.py); it binds port 0 itself (or PE_STANDIN_PORT if
+#	set) and reports the port it got
 pe_standin_start() {
-	PE_STANDIN_PORT=${PE_STANDIN_PORT:-$(pe_free_port)}
-	export PE_STANDIN_PORT
-	export PE_STANDIN_URL="http://127.0.0.1:$PE_STANDIN_PORT"
-	local standin="$PE_WORK/repo/test/stripe_standin.py"
-	if [ -f "$standin" ]; then
-		python3 "$standin" --port "$PE_STANDIN_PORT" \
-			>"$PE_WORK/standin.log" 2>&1 &
-		PE_STANDIN_PID=$!
-		local i
-		for i in $(seq 1 100); do
-			python3 - "$PE_STANDIN_PORT" <<'EOF' 2>/dev/null && return 0
-import socket, sys
-socket.create_connection(("127.0.0.1", int(sys.argv[1])), timeout=0.2).close()
-EOF
-			sleep 0.05
-		done
+	local standin="$PE_WORK/repo/test/stripe_standin.py" file="$PE_WORK/standin.port"
+	[ -f "$standin" ] || return 0
+	rm -f "$file"
+	python3 "$standin" --port "${PE_STANDIN_PORT:-0}" --port-file "$file" \
+		>"$PE_WORK/standin.log" 2>&1 &
+	PE_STANDIN_PID=$!
+	pe_wait_port_file "$file" "$PE_STANDIN_PID" || {
 		echo "Stripe stand-in did not start" >&2
 		cat "$PE_WORK/standin.log" >&2
 		return 1
-	fi
+	}
+	PE_STANDIN_PORT=$(cat "$file")
+	export PE_STANDIN_PORT
+	export PE_STANDIN_URL="http://127.0.0.1:$PE_STANDIN_PORT"
 }
 
 # pe_keyring_key: 64 random hexadecimal digits, a fresh AES-256 key
@@ -104,7 +142,7 @@ payment_ext.keyring_file = '$PE_WORK/$1.keyring'
 payment_ext.stripe_api_key_file = '$PE_WORK/$1.stripe_key'
 unix_socket_directories = '$PE_WORK/$1.sock'
 shared_preload_libraries = 'payment_ext'
-payment_ext.stripe_api_base = '${PE_STANDIN_URL:-http://127.0.0.1:9}'
+payment_ext.stripe_api_base = '${PE_STANDIN_URL:-http://127.0.0.1:${PE_CLOSED_PORT:?pe_closed_port first}}'
 fsync = off
 synchronous_commit = off
 full_page_writes = off
@@ -123,6 +161,8 @@ pe_cluster_start() {
 	shift
 	local data="$PE_WORK/$name"
 	mkdir -p "$PE_WORK/$name.sock"
+	# no stand-in: the worker's requests go to a port that refuses them
+	[ -n "${PE_STANDIN_URL:-}" ] || pe_closed_port || return 1
 	"$PE_BIN/initdb" -D "$data" -A trust -U postgres -E UTF8 --locale=C \
 		>"$PE_WORK/$name.initdb.log" 2>&1 || {
 		cat "$PE_WORK/$name.initdb.log" >&2
@@ -176,14 +216,16 @@ pe_psql() {
 	"$PE_BIN/psql" -h "$PE_WORK/$name.sock" -p 5432 -U postgres -d "$db" "$@"
 }
 
-# pe_cleanup: stop every cluster and the stand-in, whatever happened
+# pe_cleanup: stop every cluster, the stand-in and the closed port's
+# holder started here, whatever happened
 pe_cleanup() {
-	local name
+	local name pid
 	for name in "${PE_CLUSTERS[@]}"; do
 		pe_cluster_stop "$name" immediate
 	done
-	if [ -n "$PE_STANDIN_PID" ]; then
-		kill "$PE_STANDIN_PID" 2>/dev/null || true
-		wait "$PE_STANDIN_PID" 2>/dev/null || true
-	fi
+	for pid in "$PE_STANDIN_PID" "$PE_CLOSED_PID"; do
+		[ -n "$pid" ] || continue
+		kill "$pid" 2>/dev/null || true
+		wait "$pid" 2>/dev/null || true
+	done
 }
