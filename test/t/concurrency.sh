@@ -62,27 +62,38 @@ P4=$(q "SELECT payment.create('30000000-0000-0000-0000-000000000004', '10000000-
 q "UPDATE \"Payments\" SET \"Status\" = 1, \"EncryptedStripePaymentIntentId\" = payment.encrypt('pi_' || left(\"Id\"::text, 8), 'Payments.EncryptedStripePaymentIntentId:' || \"Id\") WHERE \"Id\" IN ('$P1', '$P2', '$P4')"
 ADMIN=10000000-0000-0000-0000-000000000005
 
-# race COUNT SQL: run SQL in COUNT clients released together; prints the
-# number of clients whose statement succeeded
-race() {
-	local count=$1 sql=$2 i waiting ctl
-	rm -f "$OUT"/c*
-	psql -X -qAt -d "$DB" -c "BEGIN; LOCK TABLE barrier; SELECT pg_sleep(120)" >/dev/null 2>&1 &
-	ctl=$!
-	for i in $(seq 1 50); do
-		[ "$(q "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'barrier' AND l.granted AND l.mode = 'AccessExclusiveLock'")" = 1 ] && break
+# until SECONDS CMD...: run CMD until it succeeds or SECONDS pass
+until_ok() {
+	local deadline=$(($(date +%s) + $1))
+	shift
+	until "$@"; do
+		[ "$(date +%s)" -lt "$deadline" ] || return 1
 		sleep 0.1
 	done
+}
+barrier_held() {
+	[ "$(q "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'barrier' AND l.granted AND l.mode = 'AccessExclusiveLock'")" = 1 ]
+}
+all_waiting() {
+	[ "$(q "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'barrier' AND NOT l.granted")" -ge "$1" ]
+}
+
+# race COUNT SQL: run SQL in COUNT clients released together; prints the
+# number of clients whose statement succeeded.  Each wait polls with a
+# deadline long enough for a loaded machine to start 60 psql clients (the
+# barrier holder sleeps longer than all of them together; it is ended).
+race() {
+	local count=$1 sql=$2 i ctl
+	rm -f "$OUT"/c*
+	psql -X -qAt -d "$DB" -c "BEGIN; LOCK TABLE barrier; SELECT pg_sleep(900)" >/dev/null 2>&1 &
+	ctl=$!
+	until_ok 120 barrier_held || echo "# race: the barrier was not taken in 120 s" >&2
 	for i in $(seq 1 "$count"); do
 		psql -X -qAt -v ON_ERROR_STOP=1 -d "$DB" \
 			-c "SELECT count(*) FROM barrier" -c "$sql" >"$OUT/c$i.out" 2>"$OUT/c$i.err" &
 		echo $! >"$OUT/c$i.pid"
 	done
-	for i in $(seq 1 300); do
-		waiting=$(q "SELECT count(*) FROM pg_locks l JOIN pg_class c ON c.oid = l.relation WHERE c.relname = 'barrier' AND NOT l.granted")
-		[ "$waiting" -ge "$count" ] && break
-		sleep 0.1
-	done
+	until_ok 300 all_waiting "$count" || echo "# race: not all $count clients reached the barrier in 300 s" >&2
 	q "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE query LIKE 'BEGIN; LOCK TABLE barrier%' AND pid <> pg_backend_pid()" >/dev/null
 	wait "$ctl" 2>/dev/null
 	local succeeded=0
@@ -153,18 +164,31 @@ ok "$s" 20 "20 concurrent refunds of the same payment succeed"
 ok "$(chain_ok "$P4" | cut -d'|' -f2-)" "true|true" "its chain is still contiguous, head included"
 ok "$(q "SELECT payment.verify_audit()")" "t" "payment.verify_audit() of every chain: true"
 
-# 6. lock order: payment, then user
+# 6. lock order: payment, then user.  Not paced by sleeps (a loaded machine
+# could start B after A has finished, or before A holds the payment, and the
+# test would prove nothing): A holds the payment, B starts once it does, and
+# A locks the user only once B waits for a lock (or has finished).
 U3=10000000-0000-0000-0000-000000000003
-R=$(q "SELECT \"Id\" FROM \"PaymentRefunds\" WHERE \"OriginalPaymentId\" = '$P4' LIMIT 1")
+R=$(q "SELECT \"Id\" FROM \"PaymentRefunds\" WHERE \"OriginalPaymentId\" = '$P4' ORDER BY \"Id\" LIMIT 1")
 psql -X -qAt -v ON_ERROR_STOP=1 -d "$DB" >"$OUT/a.out" 2>"$OUT/a.err" <<SQL &
 BEGIN;
 UPDATE "Payments" SET "Metadata" = '{"holder": "a"}' WHERE "Id" = '$P4';
-SELECT pg_sleep(1.5);
+SET application_name = 'pe_lock_holder';
+DO \$\$ BEGIN
+  FOR i IN 1..12000 LOOP
+    EXIT WHEN EXISTS (SELECT 1 FROM pg_locks WHERE NOT granted AND pid <> pg_backend_pid())
+           OR EXISTS (SELECT 1 FROM "PaymentRefunds" WHERE "Id" = '$R' AND "Metadata" = '{"by": "b"}');
+    PERFORM pg_sleep(0.01);
+  END LOOP;
+END \$\$;
 SELECT 1 FROM "Users" WHERE "Id" = '$U3' FOR UPDATE;
 COMMIT;
 SQL
 A=$!
-sleep 0.5
+holder_ready() {
+	[ "$(q "SELECT count(*) FROM pg_stat_activity WHERE application_name = 'pe_lock_holder'")" = 1 ]
+}
+until_ok 120 holder_ready || echo "# A did not take the payment in 120 s" >&2
 PGOPTIONS="-c app.current_user_id=$U3 -c deadlock_timeout=100ms" \
 	psql -X -qAt -v ON_ERROR_STOP=1 -d "$DB" -c "UPDATE \"PaymentRefunds\" SET \"Metadata\" = '{\"by\": \"b\"}' WHERE \"Id\" = '$R'" \
 	>"$OUT/b.out" 2>"$OUT/b.err"

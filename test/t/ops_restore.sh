@@ -97,10 +97,10 @@ is "$(rq "SELECT payment.decrypt(\"EncryptedStripePaymentMethodId\", 'PaymentMet
 # --- the worker resumes the restored outbox ------------------------------------------------------
 w_sql $D "ALTER SYSTEM SET payment_ext.database = 'restored'" >/dev/null
 w_sql $D "SELECT pg_reload_conf()" >/dev/null
-W=$(w_wait $D "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'payment_ext outbox worker' AND datname = 'restored'" 1 30)
+W=$(w_wait $D "SELECT 1 FROM pg_stat_activity WHERE backend_type = 'payment_ext outbox worker' AND datname = 'restored'" 1 60)
 is "$W" "1" "the worker follows payment_ext.database to the restored database"
 GOT=""
-deadline=$(($(date +%s) + 60))
+deadline=$(($(date +%s) + 120))
 while [ "$(date +%s)" -lt "$deadline" ]; do
 	GOT=$(rq "SELECT count(*) FROM payment.outbox WHERE state IN ('pending', 'sending')")
 	[ "$GOT" = 0 ] && break

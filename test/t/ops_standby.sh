@@ -22,6 +22,8 @@ echo "1..16"
 P=ops_pri
 S=ops_stby
 N=200
+# the current version, from the control file
+V=$(sed -n "s/^default_version[[:space:]]*=[[:space:]]*'\([^']*\)'.*/\1/p" "$PE_WORK/repo/payment_ext.control")
 w_standin_start ops_sb --latency-ms 50
 
 # The primary's worker waits without an API key until told to drain; the
@@ -36,7 +38,7 @@ w_sql $P "CREATE TABLE t_pay AS
 	                      ('10000000-0000-0000-0000-' || lpad(i::text, 12, '0'))::uuid,
 	                      20.00, stripe_payment_method => 'pm_card_visa') AS id
 	  FROM generate_series(1, $N) i" >/dev/null
-is "$(w_wait $P "SELECT state FROM payment.worker_status" "waiting: no Stripe API key" 20)" \
+is "$(w_wait $P "SELECT state FROM payment.worker_status" "waiting: no Stripe API key" 60)" \
 	"waiting: no Stripe API key" "primary: $N payments pending, its worker held back (no API key yet)"
 
 # --- the standby ------------------------------------------------------------------------------
@@ -56,7 +58,7 @@ is "$(w_sql $S "SELECT pg_is_in_recovery()")" "t" "  and is in recovery"
 
 # the standby serves reads
 w_sql $P "SELECT 1" >/dev/null
-is "$(w_wait $S "SELECT count(*) FROM payment.outbox WHERE state = 'pending'" "$N" 30)" "$N" \
+is "$(w_wait $S "SELECT count(*) FROM payment.outbox WHERE state = 'pending'" "$N" 60)" "$N" \
 	"the standby has replayed the backlog: $N outbox rows pending"
 is "$(w_sql $S "SELECT payment.price(40.00, 25) || ' ' || payment.status_name(0) || ' ' || payment.refund_status_name(1)
                 || ' ' || payment.version() || ' ' || payment.verify_audit()
@@ -64,7 +66,7 @@ is "$(w_sql $S "SELECT payment.price(40.00, 25) || ' ' || payment.status_name(0)
                 || ' ' || (SELECT count(*) FROM payment.dead_letters)
                 || ' ' || (SELECT running || '/' || state FROM payment.worker_status)
                 || ' ' || (SELECT sealed_values FROM payment.key_usage WHERE key_id = 'k1')")" \
-	"30.00 Pending Completed 1.2 true $N 0 false/not running: this server is a standby $N" \
+	"30.00 Pending Completed $V true $N 0 false/not running: this server is a standby $N" \
 	"the standby serves payment.price, status_name, version, verify_audit, the tables and the views; worker_status says why no worker runs"
 OUT=$("$PE_BIN/psql" -h "$PE_WORK/$S.sock" -p 5432 -U postgres -d postgres -X -qAt -v VERBOSITY=verbose \
 	-c "SELECT payment.create('30000000-0000-0000-0000-000000000001', '10000000-0000-0000-0000-000000000001', 10.00)" 2>&1)
@@ -82,7 +84,7 @@ is "$(w_http GET /_test/ledger | w_json "j['counts']['requests']")" "0" \
 w_sql $P "ALTER SYSTEM SET payment_ext.stripe_api_key_file = '$PE_WORK/$P.stripe_key'" >/dev/null
 w_sql $P "SELECT pg_reload_conf()" >/dev/null
 MID=""
-deadline=$(($(date +%s) + 60))
+deadline=$(($(date +%s) + 120))
 while [ "$(date +%s)" -lt "$deadline" ]; do
 	MID=$(w_sql $P "SELECT count(*) FILTER (WHERE state = 'done') || ' ' || count(*) FILTER (WHERE state = 'sending') FROM payment.outbox")
 	read -r d s <<<"$MID"
@@ -95,8 +97,8 @@ ok $([ "${d:-0}" -ge 40 ] && [ "${d:-0}" -lt "$N" ] && [ "${s:-0}" -gt 0 ]; echo
 pe_cluster_stop $P immediate
 "$PE_BIN/pg_ctl" -D "$PE_WORK/$S" -w -t 60 promote >/dev/null
 ok $? "the primary dies (immediate stop) and pg_ctl promote promotes the standby"
-is "$(w_wait $S "SELECT pg_is_in_recovery()" f 30)" "f" "  the new primary is out of recovery"
-is "$(w_wait $S "SELECT count(*) FROM payment.outbox WHERE state IN ('done', 'dead')" "$N" 90)" "$N" \
+is "$(w_wait $S "SELECT pg_is_in_recovery()" f 60)" "f" "  the new primary is out of recovery"
+is "$(w_wait $S "SELECT count(*) FROM payment.outbox WHERE state IN ('done', 'dead')" "$N" 120)" "$N" \
 	"the new primary's worker finishes the backlog: $N rows done"
 is "$(w_sql $S "SELECT count(*) FROM \"Payments\" WHERE \"Status\" = 1")" "$N" "  all $N payments Completed"
 w_sql $S "SELECT id FROM t_pay" >"$PE_WORK/$S.ids"

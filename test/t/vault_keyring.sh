@@ -34,22 +34,27 @@ like() {	# like GOT REGEX NAME
 echo "1..27"
 C=vk
 KR="$PE_WORK/$C.keyring"
-trap 'pe_cluster_stop $C immediate' EXIT
+trap 'pe_cleanup' EXIT
 pe_cluster_start $C >/dev/null
 sql() { pe_psql $C vk -XAtq -c "$1" 2>&1; }
 pe_psql $C postgres -XAtq -c 'CREATE DATABASE vk' >/dev/null
 sql 'CREATE EXTENSION payment_ext' >/dev/null
 
-# wait until a new session sees payment_ext.keyring_file = $1 (deadline 10 s)
-set_keyring_path() {
-	local want=$1 i
-	sql "ALTER SYSTEM SET payment_ext.keyring_file = '$want'" >/dev/null
-	sql 'SELECT pg_reload_conf()' >/dev/null
-	for i in $(seq 1 200); do
-		[ "$(sql 'SHOW payment_ext.keyring_file')" = "$want" ] && return 0
+# poll CMD...: run CMD until it succeeds or 60 s pass (a reload reaches the
+# backends when the postmaster gets to it: later on a loaded machine)
+poll() {
+	local deadline=$(($(date +%s) + 60))
+	until "$@"; do
+		[ "$(date +%s)" -lt "$deadline" ] || return 1
 		sleep 0.05
 	done
-	return 1
+}
+# wait until a new session sees payment_ext.keyring_file = $1
+set_keyring_path() {
+	local want=$1
+	sql "ALTER SYSTEM SET payment_ext.keyring_file = '$want'" >/dev/null
+	sql 'SELECT pg_reload_conf()' >/dev/null
+	poll eval '[ "$(sql "SHOW payment_ext.keyring_file")" = "$want" ]'
 }
 seal_state() { sql "SELECT payment.encrypt('pi_probe', 'c') IS NOT NULL" | head -1; }
 errcode_of() {	# SQLSTATE and message of a statement in a new session
@@ -101,13 +106,15 @@ like "$(errcode_of "SELECT payment.decrypt('$V1', 'ctx')")" '^F0000 the keyring 
 # reload after the file changes, seen by a session that already loaded it
 printf 'k1 %s\n' "$KEY1" >"$T"
 coproc PSQL { stdbuf -oL -eL "$PE_BIN/psql" -h "$PE_WORK/$C.sock" -p 5432 -U postgres -d vk -XAtq 2>&1; }
+# bash unsets PSQL_PID as soon as the coprocess ends: keep it
+PSQL_SESSION=$PSQL_PID
 # q SQL: run SQL in the long-lived session; its output in R (no subshell:
 # coprocess descriptors are the current shell's)
 q() {
 	local line
 	R=""
 	printf '%s;\n' "$1" "SELECT '__END__'" >&"${PSQL[1]}"
-	while IFS= read -r -t 20 line <&"${PSQL[0]}"; do
+	while IFS= read -r -t 60 line <&"${PSQL[0]}"; do
 		[ "$line" = "__END__" ] && break
 		R+="$line"
 	done
@@ -116,11 +123,11 @@ q "SELECT payment.decrypt('$V1', 'ctx')"
 is "$R" 'pi_keyring_one' 'a long-lived session opens under k1'
 printf 'k1 %s\nk2 %s\n' "$KEY1" "$(pe_keyring_key)" >"$T"
 q 'SELECT pg_reload_conf()'
-for i in $(seq 1 200); do
+newest_is() {
 	q 'SELECT key_id FROM payment.keyring_keys() WHERE newest'
-	[ "$R" = k2 ] && break
-	sleep 0.05
-done
+	[ "$R" = "$1" ]
+}
+poll newest_is k2
 is "$R" 'k2' 'after pg_reload_conf() the same session sees the new newest key'
 q "SELECT payment.encrypt('pi_keyring_two', 'ctx')"
 like "$R" '^pe1:k2:' 'and seals under it'
@@ -130,16 +137,12 @@ is "$R" 'pi_keyring_one' 'values under the old key still open'
 # a wrong key under the same id, then the key removed
 printf 'k1 %s\n' "$(pe_keyring_key)" >"$T"
 q 'SELECT pg_reload_conf()'
-for i in $(seq 1 200); do
-	q 'SELECT key_id FROM payment.keyring_keys() WHERE newest'
-	[ "$R" = k1 ] && break
-	sleep 0.05
-done
+poll newest_is k1
 like "$(errcode_of "SELECT payment.decrypt('$V1', 'ctx')")" '^PE002 sealed value does not open' 'a wrong key under the right id does not open (PE002)'
 printf 'k3 %s\n' "$KEY1" >"$T"
 like "$(errcode_of "SELECT payment.decrypt('$V1', 'ctx')")" '^PE003 sealed value names a key that is not in the keyring' 'a removed key is PE003'
 printf '\\q\n' >&"${PSQL[1]}"
-wait "$PSQL_PID" 2>/dev/null
+wait "$PSQL_SESSION" 2>/dev/null
 
 # the encrypted keyring
 printf 'k1 %s\n' "$KEY1" >"$PE_WORK/plain.keyring"
@@ -151,10 +154,8 @@ set_keyring_path "$PE_WORK/enc.keyring"
 like "$(errcode_of "SELECT payment.decrypt('$V1', 'ctx')")" '^F0000 the keyring file is encrypted but payment_ext.keyring_passphrase_command is not set' 'an encrypted keyring needs the passphrase command'
 sql "ALTER SYSTEM SET payment_ext.keyring_passphrase_command = 'cat $PE_WORK/pass'" >/dev/null
 sql 'SELECT pg_reload_conf()' >/dev/null
-for i in $(seq 1 200); do
-	[ "$(sql "SELECT payment.decrypt('$V1', 'ctx')")" = pi_keyring_one ] && break
-	sleep 0.05
-done
+opens_v1() { [ "$(sql "SELECT payment.decrypt('$V1', 'ctx')")" = pi_keyring_one ]; }
+poll opens_v1
 is "$(sql "SELECT payment.decrypt('$V1', 'ctx')")" 'pi_keyring_one' 'the encrypted keyring unlocks with the passphrase the command prints'
 printf 'wrong passphrase\n' >"$PE_WORK/pass"
 like "$(errcode_of "SELECT payment.decrypt('$V1', 'ctx')")" '^F0000 could not unlock the encrypted keyring' 'a wrong passphrase is refused'

@@ -53,7 +53,7 @@ w_wait_http() {
 paid() {
 	local p
 	p=$(w_sql $C "SELECT payment.create('$(w_reg "$1")', '$(w_user "$1")', $2, stripe_payment_method => 'pm_card_visa')")
-	w_wait $C "SELECT \"Status\" FROM \"Payments\" WHERE \"Id\" = '$p'" 1 30 >/dev/null
+	w_wait $C "SELECT \"Status\" FROM \"Payments\" WHERE \"Id\" = '$p'" 1 60 >/dev/null
 	echo "$p"
 }
 # pi PAYMENT: the payment's PaymentIntent id, opened
@@ -84,12 +84,12 @@ P1=$(paid 1 28.00)
 PI1=$(pi "$P1")
 lost drop_after "$P1"
 R1=$(w_sql $C "SELECT payment.refund('$P1', 10.00, '$REASON', '$ADMIN')")
-is "$(w_wait_http /_test/ledger "j['by_refund_id'].get('$R1', {}).get('refunds')" 1 30)" 1 \
+is "$(w_wait_http /_test/ledger "j['by_refund_id'].get('$R1', {}).get('refunds')" 1 60)" 1 \
 	"a refund whose answers are all lost: Stripe made it once"
 is "$(w_sql $C "SELECT state IN ('pending', 'sending'), attempts >= 1 FROM payment.outbox WHERE idempotency_key = 'pe-$R1-re'")|$(refund_status "$R1")" \
 	"t|t|0" "  its refund.create is still retrying with its key, the refund Processing"
 age "$R1"
-is "$(w_wait $C "SELECT \"RefundStatus\" FROM \"PaymentRefunds\" WHERE \"Id\" = '$R1'" 1 30)" 1 \
+is "$(w_wait $C "SELECT \"RefundStatus\" FROM \"PaymentRefunds\" WHERE \"Id\" = '$R1'" 1 60)" 1 \
 	"its first attempt aged 24 hours: the settler looks it up and the refund is Completed"
 is "$(kinds "$R1")" "refund.create:dead,refund.list:done" \
 	"  by a refund.list lookup after the create died, never by resending the create"
@@ -115,15 +115,15 @@ P2=$(paid 2 30.00)
 PI2=$(pi "$P2")
 lost drop_before "$P2"
 R2=$(w_sql $C "SELECT payment.refund('$P2', 30.00, '$REASON', '$ADMIN')")
-is "$(w_wait $C "SELECT attempts >= 2 FROM payment.outbox WHERE idempotency_key = 'pe-$R2-re'" t 30)" t \
+is "$(w_wait $C "SELECT attempts >= 2 FROM payment.outbox WHERE idempotency_key = 'pe-$R2-re'" t 60)" t \
 	"a refund whose requests never reach Stripe keeps retrying"
 is "$(w_http GET /_test/ledger | w_json "'$R2' in j['by_refund_id']")" False \
 	"  Stripe has no refund for it"
 age "$R2"
-is "$(w_wait $C "SELECT state FROM payment.outbox WHERE idempotency_key = 'pe-$R2-re'" dead 30)" dead \
+is "$(w_wait $C "SELECT state FROM payment.outbox WHERE idempotency_key = 'pe-$R2-re'" dead 60)" dead \
 	"  aged 24 hours: its create is dead"
 w_http DELETE /_test/faults >/dev/null
-is "$(w_wait $C "SELECT \"RefundStatus\" FROM \"PaymentRefunds\" WHERE \"Id\" = '$R2'" 1 30)" 1 \
+is "$(w_wait $C "SELECT \"RefundStatus\" FROM \"PaymentRefunds\" WHERE \"Id\" = '$R2'" 1 60)" 1 \
 	"  the lookup finds nothing, the refund is sent again and Completed"
 is "$(kinds "$R2")" "refund.create:dead,refund.list:done,refund.create:done" \
 	"  a lookup, then one new refund.create"
@@ -143,11 +143,11 @@ is "$(w_sql $C "SELECT \"Status\" FROM \"Payments\" WHERE \"Id\" = '$P2'")" 3 " 
 P3=$(paid 3 25.00)
 lost drop_after "$P3"
 R3=$(w_sql $C "SELECT payment.refund('$P3', 5.00, '$REASON', '$ADMIN')")
-w_wait_http /_test/ledger "j['by_refund_id'].get('$R3', {}).get('refunds')" 1 30 >/dev/null
+w_wait_http /_test/ledger "j['by_refund_id'].get('$R3', {}).get('refunds')" 1 60 >/dev/null
 RE3=$(w_http GET /_test/ledger | w_json "j['by_refund_id']['$R3']['ids'][0]")
 w_http POST "/_test/refunds/$RE3/fail" '{"failure_reason": "expired_or_canceled_card"}' >/dev/null
 age "$R3"
-is "$(w_wait $C "SELECT \"RefundStatus\" FROM \"PaymentRefunds\" WHERE \"Id\" = '$R3'" 2 30)" 2 \
+is "$(w_wait $C "SELECT \"RefundStatus\" FROM \"PaymentRefunds\" WHERE \"Id\" = '$R3'" 2 60)" 2 \
 	"a refund that failed at Stripe: the lookup records it Failed"
 is "$(kinds "$R3")|$(w_sql $C "SELECT last_error FROM payment.outbox WHERE refund_id = '$R3' AND kind = 'refund.list'")" \
 	"refund.create:dead,refund.list:done|refund failed (expired_or_canceled_card)" \
@@ -162,7 +162,7 @@ is "$(w_sql $C "SELECT count(*) FROM payment.reconcile WHERE refund_id IN ('$R1'
 P4=$(paid 4 50.00)
 lost drop_after "$P4"
 R4=$(w_sql $C "SELECT payment.refund('$P4', 1.00, '$REASON', '$ADMIN')")
-w_wait_http /_test/ledger "j['by_refund_id'].get('$R4', {}).get('refunds')" 1 30 >/dev/null
+w_wait_http /_test/ledger "j['by_refund_id'].get('$R4', {}).get('refunds')" 1 60 >/dev/null
 python3 - "$W_URL" "$P4" <<'EOF'
 import json, sys, urllib.request
 for _ in range(105):
@@ -174,7 +174,7 @@ EOF
 is "$(w_http GET /_test/ledger | w_json "j['by_payment_id']['$P4']['refunds']")" 106 \
 	"a refund followed by 105 refunds made in the Dashboard"
 age "$R4"
-is "$(w_wait $C "SELECT \"RefundStatus\" FROM \"PaymentRefunds\" WHERE \"Id\" = '$R4'" 1 30)" 1 \
+is "$(w_wait $C "SELECT \"RefundStatus\" FROM \"PaymentRefunds\" WHERE \"Id\" = '$R4'" 1 60)" 1 \
 	"  the lookup finds it and the refund is Completed"
 is "$(kinds "$R4")" "refund.create:dead,refund.list:done,refund.list:done" \
 	"  on the second page of the PaymentIntent's refunds"
@@ -196,7 +196,7 @@ w_sql $C "INSERT INTO payment.outbox (kind, payment_id, refund_id, request, idem
           VALUES ('refund.create', '$P5', '$R5',
                   jsonb_build_object('amount', '500', 'metadata[payment_id]', '$P5', 'metadata[refund_id]', '$R5'),
                   'pe-$R5-re')" >/dev/null
-is "$(w_wait $C "SELECT \"RefundStatus\" FROM \"PaymentRefunds\" WHERE \"Id\" = '$R5'" 2 30)" 2 \
+is "$(w_wait $C "SELECT \"RefundStatus\" FROM \"PaymentRefunds\" WHERE \"Id\" = '$R5'" 2 60)" 2 \
 	"one queued by hand, naming no PaymentIntent, cannot be built: the settler fails the refund"
 is "$(kinds "$R5")|$(w_sql $C "SELECT last_error LIKE '%the payment has no PaymentIntent, so the refund never reached Stripe: it is Failed' FROM payment.outbox WHERE refund_id = '$R5'")" \
 	"refund.create:dead|t" "  without a lookup; the dead row says why"
@@ -206,7 +206,7 @@ is "$(w_http GET "/_test/requests?path=/v1/refunds" | w_json "len([r for r in j[
 # --- 6. an ERROR in the settler's turn --------------------------------------------------
 WPID=$(w_worker_pid $C)
 w_sql $C "REVOKE INSERT ON payment.outbox FROM payment_worker" >/dev/null
-is "$(w_wait $C "SELECT last_error FROM payment.worker_status" "permission denied for table outbox" 30)" \
+is "$(w_wait $C "SELECT last_error FROM payment.worker_status" "permission denied for table outbox" 60)" \
 	"permission denied for table outbox" \
 	"an ERROR in the settler's turn (the worker role lost INSERT on the outbox) shows in worker_status"
 is "$(w_worker_pid $C)|$(grep -c 'terminated by signal' "$PE_WORK/$C.log")" "$WPID|0" \
@@ -214,18 +214,18 @@ is "$(w_worker_pid $C)|$(grep -c 'terminated by signal' "$PE_WORK/$C.log")" "$WP
 w_sql $C "GRANT INSERT ON payment.outbox TO payment_worker" >/dev/null
 P6=$(paid 6 12.00)
 R6=$(w_sql $C "SELECT payment.refund('$P6', 12.00, '$REASON', '$ADMIN')")
-is "$(w_wait $C "SELECT \"RefundStatus\" FROM \"PaymentRefunds\" WHERE \"Id\" = '$R6'" 1 30)" 1 \
+is "$(w_wait $C "SELECT \"RefundStatus\" FROM \"PaymentRefunds\" WHERE \"Id\" = '$R6'" 1 60)" 1 \
 	"  once the grant is back it drains again"
 
 # --- 7. Stripe answered "pending", and the webhook that settles it never came ---------------
 P7=$(paid 7 15.00)
 w_http POST /_test/faults "{\"kind\": \"refund_pending\", \"method\": \"POST\", \"path\": \"/v1/refunds\", \"payment_id\": \"$P7\", \"count\": 1}" >/dev/null
 R7=$(w_sql $C "SELECT payment.refund('$P7', 15.00, '$REASON', '$ADMIN')")
-is "$(w_wait $C "SELECT state FROM payment.outbox WHERE refund_id = '$R7' AND kind = 'refund.create'" done 30)|$(refund_status "$R7")" \
+is "$(w_wait $C "SELECT state FROM payment.outbox WHERE refund_id = '$R7' AND kind = 'refund.create'" done 60)|$(refund_status "$R7")" \
 	"done|0" "a refund Stripe answered pending stays Processing"
 RE7=$(w_http GET /_test/ledger | w_json "j['by_refund_id']['$R7']['ids'][0]")
 w_http POST "/_test/refunds/$RE7/succeed" '{}' >/dev/null
-is "$(w_wait $C "SELECT \"RefundStatus\" FROM \"PaymentRefunds\" WHERE \"Id\" = '$R7'" 1 30)" 1 \
+is "$(w_wait $C "SELECT \"RefundStatus\" FROM \"PaymentRefunds\" WHERE \"Id\" = '$R7'" 1 60)" 1 \
 	"  Stripe settles it and no webhook arrives: the settler looks it up (pending_ttl after the answer) and completes it"
 is "$(kinds "$R7" | sed -E 's/(,refund.list:done)+$/,refund.list:done/')|$(w_sql $C "SELECT stripe_status, source FROM payment.refund_states WHERE refund_id = '$R7'")" \
 	"refund.create:done,refund.list:done|succeeded|lookup" "  by refund.list, recorded as a lookup"

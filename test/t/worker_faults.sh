@@ -17,8 +17,10 @@ echo "1..40"
 
 C=w_faults
 w_standin_start $C
-# backoffs long enough for the slow answer to finish while retries get 409
+# backoffs long enough for the slow answer to finish while retries get 409;
+# request timeouts are worker_lib's (5 s), the slow answer comes 0.5 s later
 w_cluster $C "payment_ext.retry_base_ms = 100" "payment_ext.retry_max_ms = 1000"
+SLOW_MS=$(($(w_sql $C "SELECT setting FROM pg_settings WHERE name = 'payment_ext.request_timeout_ms'") + 500))
 w_seed $C 30
 
 # defer_pay I [PM]: a payment for registration I whose request is not yet due
@@ -68,7 +70,7 @@ fault "{\"kind\": \"decline\", \"payment_id\": \"${P[decline]}\"}"
 fault "{\"kind\": \"requires_action\", \"payment_id\": \"${P[action]}\"}"
 fault "{\"kind\": \"decline\", \"decline_code\": \"processing_error\", \"code\": \"processing_error\", \"should_retry\": true, \"payment_id\": \"${P[retry_true]}\"}"
 fault "{\"kind\": \"503\", \"should_retry\": false, \"payment_id\": \"${P[retry_false]}\"}"
-fault "{\"kind\": \"slow\", \"delay_ms\": 1500, \"payment_id\": \"${P[slow]}\"}"
+fault "{\"kind\": \"slow\", \"delay_ms\": $SLOW_MS, \"payment_id\": \"${P[slow]}\"}"
 fault "{\"kind\": \"drop_before\", \"payment_id\": \"${P[drop_before]}\"}"
 fault "{\"kind\": \"drop_after\", \"payment_id\": \"${P[drop_after]}\"}"
 fault "{\"kind\": \"drop_mid_body\", \"payment_id\": \"${P[drop_mid]}\"}"
@@ -79,7 +81,7 @@ fault "{\"kind\": \"503\", \"rate\": 1, \"payment_id\": \"${P[forever]}\"}"
 for i in 16 17 18; do
 	w_sql $C "SELECT payment.create('$(w_reg $i)', '$(w_user $i)', 25.00, stripe_payment_method => 'pm_card_visa')" >/dev/null
 done
-w_wait $C "SELECT count(*) FROM \"Payments\" WHERE \"Status\" = 1" 3 20 >/dev/null
+w_wait $C "SELECT count(*) FROM \"Payments\" WHERE \"Status\" = 1" 3 60 >/dev/null
 mapfile -t DONE < <(w_sql $C "SELECT \"Id\" FROM \"Payments\" WHERE \"Status\" = 1 ORDER BY \"Id\"")
 R_PENDING=$(defer_refund "${DONE[0]}" 10.00)
 R_FAILED=$(defer_refund "${DONE[1]}" 10.00)
@@ -92,7 +94,7 @@ fault "{\"kind\": \"503\", \"refund_id\": \"$R_503\"}"
 T0=$(date +%s%N)
 w_sql $C "UPDATE payment.outbox SET next_attempt_at = now() WHERE state = 'pending'" >/dev/null
 w_sql $C "SELECT pg_reload_conf()" >/dev/null
-is "$(w_wait $C "SELECT count(*) FROM payment.outbox WHERE state IN ('pending', 'sending')" 0 40)" 0 \
+is "$(w_wait $C "SELECT count(*) FROM payment.outbox WHERE state IN ('pending', 'sending')" 0 60)" 0 \
 	"every row ends done or dead"
 echo "# drained in $(( ($(date +%s%N) - T0) / 1000000 )) ms"
 
@@ -156,9 +158,9 @@ is "$(w_sql $C "SELECT r.\"RefundStatus\", p.\"Status\" FROM \"PaymentRefunds\" 
 KEY=$(w_sql $C "SELECT idempotency_key FROM payment.outbox WHERE payment_id = '${P[503]}'")
 w_sql $C "UPDATE payment.outbox SET request = jsonb_set(request, '{amount}', '\"9999\"'), state = 'pending', attempts = 0, next_attempt_at = now() WHERE idempotency_key = '$KEY'" >/dev/null
 w_sql $C "SELECT pg_reload_conf()" >/dev/null
-is "$(w_wait $C "SELECT state, attempts, last_http_status FROM payment.outbox WHERE idempotency_key = '$KEY'" "dead|1|400" 20)" "dead|1|400" \
+is "$(w_wait $C "SELECT state, attempts, last_http_status FROM payment.outbox WHERE idempotency_key = '$KEY'" "dead|1|400" 60)" "dead|1|400" \
 	"400 idempotency_error: dead at once"
-ok $(grep -q "outbox row .* is dead: HTTP 400 idempotency_error" "$PE_WORK/$C.log"; echo $?) "  with a LOG line"
+ok $(w_wait_log "$PE_WORK/$C.log" "outbox row .* is dead: HTTP 400 idempotency_error" 60; echo $?) "  with a LOG line"
 is "$(status "${P[503]}")" 1 "  the payment it concerns is untouched"
 
 # --- the ledger ---------------------------------------------------------------------------------

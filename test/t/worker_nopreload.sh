@@ -36,7 +36,7 @@ is "$(w_http GET /_test/ledger | w_json "j['counts']['requests']")" 0 "nothing r
 pe_cluster_stop $C fast
 echo "shared_preload_libraries = 'payment_ext'" >>"$PE_WORK/$C/postgresql.conf"
 "$PE_BIN/pg_ctl" -D "$PE_WORK/$C" -l "$PE_WORK/$C.log" -w -t 60 start >/dev/null
-is "$(w_wait $C "SELECT count(*) FROM \"Payments\" WHERE \"Status\" = 1" 50 30)" 50 \
+is "$(w_wait $C "SELECT count(*) FROM \"Payments\" WHERE \"Status\" = 1" 50 60)" 50 \
 	"after a restart with payment_ext preloaded the backlog drains: 50 Completed"
 is "$(w_http GET /_test/ledger | w_json "sorted(set(v['charges'] for v in j['by_payment_id'].values())), len(j['by_payment_id'])")" "[1] 50" \
 	"each payment charged exactly once"
@@ -47,8 +47,9 @@ w_sql $C "CREATE DATABASE other" >/dev/null
 w_sql $C "ALTER SYSTEM SET payment_ext.database = 'other'" >/dev/null
 pe_cluster_stop $C fast
 "$PE_BIN/pg_ctl" -D "$PE_WORK/$C" -l "$PE_WORK/$C.log" -w -t 60 start >/dev/null
-is "$(w_wait $C "SELECT state FROM payment.worker_status" "waiting: extension not installed" 20)" \
+is "$(w_wait $C "SELECT state FROM payment.worker_status" "waiting: extension not installed" 60)" \
 	"waiting: extension not installed" "a database without the extension: the worker waits"
+w_wait_log "$PE_WORK/$C.log" 'extension "payment_ext" is not installed in database "other"' 60
 is "$(grep -c 'extension "payment_ext" is not installed in database "other"' "$PE_WORK/$C.log")" 1 \
 	"  after one WARNING"
 
