@@ -115,11 +115,11 @@ class Server:
         if os.path.exists(port_file):
             os.unlink(port_file)
 
-    def conn(self, timeout=10):
+    def conn(self, timeout=60):
         return http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
 
     def call(self, method, path, params=None, key=None, auth="bearer", headers=None, raw_body=None,
-             timeout=10, conn=None, raw=False):
+             timeout=60, conn=None, raw=False):
         """One request; returns (status, headers dict (lower-case), parsed JSON or raw bytes)."""
         h = dict(headers or {})
         k = key or KEY
@@ -301,7 +301,7 @@ def run(s):
 
     # two pipelined requests on one socket
     one = ("GET /v1/refunds HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n\r\n" % KEY).encode()
-    sock = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=60)
     sock.sendall(one + one)
     resp = b""
     while resp.count(b'"object": "list"') < 2:
@@ -314,7 +314,7 @@ def run(s):
 
     # chunked body with Expect: 100-continue, and keep-alive
     body = urlencode(PI_OK).encode()
-    sock = socket.create_connection(("127.0.0.1", s.port), timeout=5)
+    sock = socket.create_connection(("127.0.0.1", s.port), timeout=60)
     sock.sendall(("POST /v1/payment_intents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\n"
                   "Content-Type: application/x-www-form-urlencoded\r\nTransfer-Encoding: chunked\r\n"
                   "Expect: 100-continue\r\n\r\n" % KEY).encode())

@@ -171,7 +171,8 @@ is "$(echo "$LEDGER" | w_json "max(v['charges'] for v in j['by_payment_id'].valu
 is "$(w_sql $C "SELECT count(*) FROM \"Payments\" WHERE \"Status\" IN (1, 3, 4)")" \
 	"$(echo "$LEDGER" | w_json "sum(1 for v in j['by_payment_id'].values() if v['charges'] == 1)")" \
 	"every payment the ledger charged is Completed (or refunded) in the database, and only those"
-is "$(w_sql $C "SELECT payment_ext_dead FROM (SELECT dead AS payment_ext_dead FROM payment.worker_status) s")" 4 \
+# the counters are bumped just after the outcomes commit: poll them too
+is "$(w_wait $C "SELECT payment_ext_dead FROM (SELECT dead AS payment_ext_dead FROM payment.worker_status) s" 4 60)" 4 \
 	"worker_status counts the 4 dead rows"
 is "$(w_sql $C "SELECT last_error IS NOT NULL AND last_error !~ '(sk|pm|pi)_' FROM payment.worker_status")" t \
 	"worker_status shows the last error, without secrets"

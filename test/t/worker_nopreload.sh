@@ -40,7 +40,8 @@ is "$(w_wait $C "SELECT count(*) FROM \"Payments\" WHERE \"Status\" = 1" 50 60)"
 	"after a restart with payment_ext preloaded the backlog drains: 50 Completed"
 is "$(w_http GET /_test/ledger | w_json "sorted(set(v['charges'] for v in j['by_payment_id'].values())), len(j['by_payment_id'])")" "[1] 50" \
 	"each payment charged exactly once"
-is "$(w_sql $C "SELECT running, successes FROM payment.worker_status")" "t|50" "worker_status counts them"
+# the counters are bumped just after the outcomes commit: poll them too
+is "$(w_wait $C "SELECT running, successes FROM payment.worker_status" "t|50" 60)" "t|50" "worker_status counts them"
 
 # --- the extension missing from payment_ext.database -------------------------------------
 w_sql $C "CREATE DATABASE other" >/dev/null
