@@ -104,7 +104,7 @@ COMMIT;
 SQL
 # pgbench writes until rotate_keys() has returned, however long a loaded
 # machine takes (not for a fixed time that the rotation might outlast or
-# not even reach): -T is only a backstop, then it is interrupted.  An
+# not even reach): -T is only a backstop, then it is stopped (SIGTERM).  An
 # interrupted transaction never committed, so it is in neither upd nor ins.
 "$PE_BIN/pgbench" -h "$PE_WORK/$C.sock" -p 5432 -U postgres -n -c 2 -T 600 \
 	-f "$PE_WORK/vr.update.sql@3" -f "$PE_WORK/vr.insert.sql@1" vr >"$PE_WORK/vr.pgbench.log" 2>&1 &
@@ -115,7 +115,8 @@ resealed=$(sql 'SELECT payment.rotate_keys()')
 after=$(sql 'SELECT count(*) FROM upd')
 # still writing after the rotation: it ran beside the writers throughout
 alive=$(kill -0 $BENCH 2>/dev/null && echo yes)
-kill -INT $BENCH 2>/dev/null
+# SIGTERM: a background job of a non-interactive shell ignores SIGINT
+kill -TERM $BENCH 2>/dev/null
 wait $BENCH
 # and its sessions are gone (a COMMIT it sent just before may still land)
 poll eval '[ "$(sql "SELECT count(*) FROM pg_stat_activity WHERE application_name = '"'pgbench'"'")" = 0 ]'
