@@ -32,7 +32,9 @@ VERSION=${PE_PG_VERSION:-$(dpkg-query -W -f='${Version}' postgresql-15)}
 UPSTREAM=${VERSION%%-*}
 CFLAGS_BUILD='-O2 -g -fno-omit-frame-pointer'
 CPPFLAGS_BUILD='-DUSE_VALGRIND'
-CONFIGURE=(--prefix="$PREFIX" --enable-cassert --enable-debug --with-openssl)
+# --libdir names "postgresql": Debian's 50-per-version-dirs.patch otherwise
+# puts pkglibdir at /usr/lib/postgresql/15/lib, the system's own folder.
+CONFIGURE=(--prefix="$PREFIX" --libdir="$PREFIX/lib/postgresql" --enable-cassert --enable-debug --with-openssl)
 STAMP="postgresql-15 $VERSION ${CONFIGURE[*]} CFLAGS=$CFLAGS_BUILD CPPFLAGS=$CPPFLAGS_BUILD"
 
 log() { printf '%s\n' "tools/build-pg.sh: $*" >&2; }
@@ -103,7 +105,19 @@ log "configure ${CONFIGURE[*]}"
 	>"$BUILD/configure.log" 2>&1 || { tail -50 "$BUILD/configure.log"; exit 1; }
 log "make -j$JOBS (log: $BUILD/make.log)"
 make -j"$JOBS" -s >"$BUILD/make.log" 2>&1 || { tail -50 "$BUILD/make.log"; exit 1; }
-make -s install >>"$BUILD/make.log" 2>&1 || { tail -50 "$BUILD/make.log"; exit 1; }
+# install into a staging folder first, and refuse anything outside PREFIX:
+# nothing of this build may ever land in the system's folders
+DEST="$BUILD/destdir"
+rm -rf "$DEST"
+make -s install DESTDIR="$DEST" >>"$BUILD/make.log" 2>&1 || { tail -50 "$BUILD/make.log"; exit 1; }
+outside=$(cd "$DEST" && find . \( -type f -o -type l \) ! -path ".$PREFIX/*" | head -5)
+if [ -n "$outside" ]; then
+	log "refusing to install: files outside $PREFIX: $outside"
+	exit 1
+fi
+mkdir -p "$PREFIX"
+cp -a "$DEST$PREFIX/." "$PREFIX/"
+rm -rf "$DEST"
 # Valgrind's suppressions for the server, next to the install
 cp "$tree/src/tools/valgrind.supp" "$PREFIX/valgrind.supp"
 # pgTAP is SQL only: the test suite's pgTAP files come from the system's
