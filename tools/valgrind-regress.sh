@@ -6,7 +6,7 @@
 # tools/build-pg.sh.  Prints the number of tests run and of valgrind errors
 # (with the first reports), and exits non-zero on any failed test or error.
 #
-#   sudo bash tools/valgrind-regress.sh        # PE_KEEP=1 keeps the folder
+#   bash tools/valgrind-regress.sh        # as root or the postgres user; PE_KEEP=1 keeps the folder
 #
 # Environment: PE_PG_CONFIG (default /work/cache/pg15-cassert/bin/pg_config),
 # PE_VALGRIND_TIMEOUT (seconds for the whole suite, default 5400).
