@@ -66,7 +66,7 @@ BASE_VERSION = $(word 2,$(subst --, ,$(basename $(notdir $(firstword $(UPDATES))
 DATA_built = $(EXTENSION)--$(EXTVERSION).sql $(EXTENSION)--$(BASE_VERSION).sql
 DATA = $(UPDATES)
 
-REGRESS = install schema sample_queries pricing payments refunds audit vault views
+REGRESS = install schema sample_queries pricing payments refunds audit vault cardguard memory views
 REGRESS_OPTS = --inputdir=.
 
 PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -DPE_VERSION='"$(EXTVERSION)"'

@@ -32,6 +32,7 @@
 
 #include "common/unicode_norm.h"
 #include "fmgr.h"
+#include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -136,6 +137,13 @@ card_digits_ok(const char *d, int n)
 
 /* ---------------------------------------------------------------------------
  * Scanning
+ *
+ * One pass over the normalised text, in time linear in its length and with
+ * no bound on it: a chain of digit groups joined by single separators may
+ * be of any length, and every stretch of 1 to CARD_MAX_GROUPS consecutive
+ * groups in it is a candidate.  Only the last CARD_MAX_GROUPS groups of the
+ * chain are remembered (a ring), so no prefix can push a card number out of
+ * view.
  * ---------------------------------------------------------------------------
  */
 #define IS_DIGIT(c)		((c) >= '0' && (c) <= '9')
@@ -196,11 +204,10 @@ card_scan_ascii(const char *s, int n, bool identifier)
 
 	while (i < n)
 	{
-		int			gstart[64];
-		int			glen[64];
-		int			m = 0;
-		int			j;
-		int			a;
+		int			rstart[CARD_MAX_GROUPS];	/* ring of the chain's last groups */
+		int			rlen[CARD_MAX_GROUPS];
+		int64		ngroups = 0;	/* groups of this chain so far */
+		bool		flanked_before;
 
 		if (!IS_DIGIT(s[i]))
 		{
@@ -209,84 +216,223 @@ card_scan_ascii(const char *s, int n, bool identifier)
 		}
 
 		/* a chain of digit groups joined by single separators */
-		j = i;
+		flanked_before = card_flanked_before(s, i);
 		for (;;)
 		{
-			int			st = j;
+			int			st = i;
+			int			len;
+			bool		last;
+			int			k;
 
-			while (j < n && IS_DIGIT(s[j]))
-				j++;
-			if (m < (int) lengthof(gstart))
-			{
-				gstart[m] = st;
-				glen[m] = j - st;
-				m++;
-			}
-			if (j + 1 < n && IS_SEP(s[j]) && IS_DIGIT(s[j + 1]) && m < (int) lengthof(gstart))
-				j++;
-			else
-				break;
-		}
+			while (i < n && IS_DIGIT(s[i]))
+				i++;
+			len = i - st;
+			rstart[ngroups % CARD_MAX_GROUPS] = st;
+			rlen[ngroups % CARD_MAX_GROUPS] = len;
+			ngroups++;
 
-		for (a = 0; a < m; a++)
-		{
-			int			b;
-
-			/* identifier rule: a lone run, wherever it stands */
-			if (identifier && glen[a] >= CARD_MIN_DIGITS && glen[a] <= CARD_MAX_DIGITS &&
-				card_digits_ok(s + gstart[a], glen[a]))
+			/* identifier rule: a lone maximal run, wherever it stands */
+			if (identifier && len >= CARD_MIN_DIGITS && len <= CARD_MAX_DIGITS &&
+				card_digits_ok(s + st, len))
 				return true;
 
-			if (a == 0 && card_flanked_before(s, gstart[0]))
-				continue;
-			for (b = a; b < m && b - a < CARD_MAX_GROUPS; b++)
-			{
-				char		digits[CARD_MAX_DIGITS];
-				int			nd = 0;
-				int			g;
+			last = !(i + 1 < n && IS_SEP(s[i]) && IS_DIGIT(s[i + 1]));
 
-				for (g = a; g <= b; g++)
-					nd += glen[g];
-				if (nd > CARD_MAX_DIGITS)
-					break;
-				if (nd < CARD_MIN_DIGITS)
-					continue;
-				if (b == m - 1 && card_flanked_after(s, n, gstart[b] + glen[b]))
-					continue;
-				if (!card_grouping_ok(glen + a, b - a + 1))
-					continue;
-				nd = 0;
-				for (g = a; g <= b; g++)
+			/* free-text rule: the stretches of k groups that end here */
+			if (!(last && card_flanked_after(s, n, i)))
+			{
+				for (k = 1; k <= CARD_MAX_GROUPS && k <= ngroups; k++)
 				{
-					memcpy(digits + nd, s + gstart[g], glen[g]);
-					nd += glen[g];
+					int			glen[CARD_MAX_GROUPS];
+					char		digits[CARD_MAX_DIGITS];
+					int64		first = ngroups - k;
+					int			nd = 0;
+					int			g;
+
+					for (g = 0; g < k; g++)
+					{
+						glen[g] = rlen[(first + g) % CARD_MAX_GROUPS];
+						nd += glen[g];
+					}
+					if (nd > CARD_MAX_DIGITS)
+						break;	/* longer stretches only grow */
+					if (nd < CARD_MIN_DIGITS)
+						continue;
+					if (first == 0 && flanked_before)
+						continue;
+					if (!card_grouping_ok(glen, k))
+						continue;
+					nd = 0;
+					for (g = 0; g < k; g++)
+					{
+						memcpy(digits + nd, s + rstart[(first + g) % CARD_MAX_GROUPS], glen[g]);
+						nd += glen[g];
+					}
+					if (card_digits_ok(digits, nd))
+						return true;
 				}
-				if (card_digits_ok(digits, nd))
-					return true;
 			}
+			if (last)
+				break;
+			i++;				/* the separator */
 		}
-		i = j;
 	}
 	return false;
 }
 
+/* ---------------------------------------------------------------------------
+ * Normalisation
+ *
+ * Each character is read through its own NFKC form (fullwidth, circled,
+ * superscript and mathematical digits are digits; the compatibility spaces
+ * are spaces), then:
+ *	- decimal digits of any script (Unicode Nd) are the ASCII digits;
+ *	- space separators (Zs) are ' ', dash punctuation (Pd) and U+2212 '-';
+ *	- combining marks (Mn, Me) and invisible format characters (Cf: soft
+ *	  hyphen, zero-width spaces and joiners, word joiner, BOM, bidi
+ *	  controls) are dropped, so they neither split nor hide a number;
+ *	- any other non-ASCII character is '~' (neither a word character nor a
+ *	  separator).
+ * Character by character, not NFKC of the whole string: the result is the
+ * same for everything the scan looks at, and it is linear (the canonical
+ * reordering of a whole string's combining marks is quadratic in the length
+ * of a run of them).  The tables are generated from Unicode 14.0.0, the
+ * version of PostgreSQL 15's own normalisation tables
+ * (tools/gen-cardguard-unicode.py).
+ * ---------------------------------------------------------------------------
+ */
+#include "cardguard_unicode.h"
+
+/* Is c in one of the n sorted, disjoint ranges r? */
+static bool
+card_in_ranges(pg_wchar c, const CardRange *r, int n)
+{
+	int			lo = 0;
+	int			hi = n - 1;
+
+	while (lo <= hi)
+	{
+		int			mid = (lo + hi) / 2;
+
+		if (c < r[mid].first)
+			hi = mid - 1;
+		else if (c > r[mid].last)
+			lo = mid + 1;
+		else
+			return true;
+	}
+	return false;
+}
+
+/* The value of c if it is a decimal digit (Nd) beyond ASCII, else -1. */
+static int
+card_unicode_digit(pg_wchar c)
+{
+	int			lo = 0;
+	int			hi = lengthof(card_digit_zeros) - 1;
+	int			best = -1;
+
+	while (lo <= hi)
+	{
+		int			mid = (lo + hi) / 2;
+
+		if (card_digit_zeros[mid] <= c)
+		{
+			best = mid;
+			lo = mid + 1;
+		}
+		else
+			hi = mid - 1;
+	}
+	if (best >= 0 && c - card_digit_zeros[best] <= 9)
+		return (int) (c - card_digit_zeros[best]);
+	return -1;
+}
+
+/*
+ * card_class: the ASCII character that stands for one character of an NFKC
+ * form (c >= 0x80), or '\0' when it is dropped.
+ */
+static char
+card_class(pg_wchar c)
+{
+	int			d;
+
+	if (card_in_ranges(c, card_ignorable, lengthof(card_ignorable)))
+		return '\0';
+	d = card_unicode_digit(c);
+	if (d >= 0)
+		return (char) ('0' + d);
+	if (card_in_ranges(c, card_spaces, lengthof(card_spaces)))
+		return ' ';
+	if (card_in_ranges(c, card_dashes, lengthof(card_dashes)))
+		return '-';
+	return '~';
+}
+
+/*
+ * A small cache of characters already mapped: NFKC of one character costs
+ * two pallocs and a table search.
+ */
+#define CARD_CACHE_SIZE		256
+#define CARD_CACHE_MAXOUT	7
+typedef struct CardCacheEntry
+{
+	pg_wchar	c;				/* 0: empty */
+	uint8		len;
+	char		out[CARD_CACHE_MAXOUT];
+} CardCacheEntry;
+
+/* card_map_char: append what the character c (>= 0x80) stands for to buf */
+static void
+card_map_char(pg_wchar c, StringInfo buf, CardCacheEntry *cache)
+{
+	CardCacheEntry *e = &cache[c % CARD_CACHE_SIZE];
+	pg_wchar	one[2];
+	pg_wchar   *norm;
+	int			start = buf->len;
+	int			i;
+
+	if (e->c == c)
+	{
+		appendBinaryStringInfo(buf, e->out, e->len);
+		return;
+	}
+	one[0] = c;
+	one[1] = 0;
+	norm = unicode_normalize(UNICODE_NFKC, one);
+	for (i = 0; norm[i] != 0; i++)
+	{
+		char		a = norm[i] < 0x80 ? (char) norm[i] : card_class(norm[i]);
+
+		if (a != '\0')
+			appendStringInfoChar(buf, a);
+	}
+	pfree(norm);
+	if (buf->len - start <= CARD_CACHE_MAXOUT)
+	{
+		e->c = c;
+		e->len = buf->len - start;
+		memcpy(e->out, buf->data + start, e->len);
+	}
+}
+
 /*
  * card_normalize
- *		An ASCII rendering of value for scanning: NFKC (UTF-8 databases), then
- *		Unicode dashes as '-', other non-ASCII characters as '~' (neither a
- *		word character nor a separator).  Returns value itself when it is
- *		ASCII; otherwise a palloc'd string.
+ *		An ASCII rendering of value (len bytes, server encoding) for scanning,
+ *		as above.  Returns value itself when it is ASCII; otherwise a
+ *		palloc'd string.  Linear in len.
  */
 static const char *
 card_normalize(const char *value, int len, int *outlen)
 {
 	int			i;
 	bool		ascii = true;
-	pg_wchar   *wide;
-	pg_wchar   *norm;
-	char	   *out;
-	int			nw;
-	int			k;
+	int			enc = GetDatabaseEncoding();
+	const unsigned char *u;
+	int			ulen;
+	StringInfoData buf;
+	CardCacheEntry *cache;
 
 	for (i = 0; i < len; i++)
 	{
@@ -300,35 +446,41 @@ card_normalize(const char *value, int len, int *outlen)
 	if (ascii)
 		return value;
 
-	wide = palloc((len + 1) * sizeof(pg_wchar));
-	nw = pg_mb2wchar_with_len(value, wide, len);
-	wide[nw] = 0;
-	norm = (GetDatabaseEncoding() == PG_UTF8) ?
-		unicode_normalize(UNICODE_NFKC, wide) : wide;
-	if (norm == NULL)
-		norm = wide;
-	for (k = 0; norm[k] != 0; k++)
-		;
-	out = palloc(k + 1);
-	for (i = 0; i < k; i++)
-	{
-		pg_wchar	c = norm[i];
+	/* as UTF-8 (SQL_ASCII has no meaning beyond ASCII: '~' each byte) */
+	if (enc == PG_UTF8 || enc == PG_SQL_ASCII)
+		u = (const unsigned char *) value;
+	else
+		u = (const unsigned char *) pg_server_to_any(value, len, PG_UTF8);
+	ulen = (u == (const unsigned char *) value) ? len : (int) strlen((const char *) u);
 
-		if (c < 0x80)
-			out[i] = (char) c;
-		else if ((c >= 0x2010 && c <= 0x2015) || c == 0x2212 || c == 0xFE63)
-			out[i] = '-';
-		else if (c == 0x00A0 || c == 0x202F || c == 0x2007)
-			out[i] = ' ';
-		else
-			out[i] = '~';
+	initStringInfo(&buf);
+	cache = palloc0(sizeof(CardCacheEntry) * CARD_CACHE_SIZE);
+	i = 0;
+	while (i < ulen)
+	{
+		int			l;
+
+		if (u[i] < 0x80)
+		{
+			appendStringInfoChar(&buf, (char) u[i]);
+			i++;
+			continue;
+		}
+		l = pg_utf_mblen(u + i);
+		if (enc == PG_SQL_ASCII || l < 2 || i + l > ulen || !pg_utf8_islegal(u + i, l))
+		{
+			appendStringInfoChar(&buf, '~');
+			i++;
+			continue;
+		}
+		card_map_char(utf8_to_unicode(u + i), &buf, cache);
+		i += l;
 	}
-	out[k] = '\0';
-	if (norm != wide)
-		pfree(norm);
-	pfree(wide);
-	*outlen = k;
-	return out;
+	pfree(cache);
+	if (u != (const unsigned char *) value)
+		pfree((void *) u);
+	*outlen = buf.len;
+	return buf.data;
 }
 
 /*
@@ -344,6 +496,11 @@ pe_contains_card_number(const char *value, bool identifier)
 	const char *norm;
 	bool		found;
 
+	/*
+	 * No character stands for more digits than it has bytes (ASCII digits:
+	 * one each; "¼" is two bytes for two digits; "⑳" three for two), so a
+	 * value shorter than the shortest card number in bytes holds none.
+	 */
 	if (len < CARD_MIN_DIGITS)
 		return false;
 	norm = card_normalize(value, len, &nlen);
@@ -432,6 +589,50 @@ typedef enum CardFind
 } CardFind;
 
 /*
+ * card_numeric_has_card
+ *		Does a JSON number carry a card number?  A number is not free text:
+ *		its digits, not its spelling, count.  4242424242424242,
+ *		4242424242424242.0, 4.242424242424242e15 and -4242424242424242 are
+ *		one value, printed by numeric_out as its integer digits, a '.' and
+ *		its fraction digits to its display scale (never an exponent).  The
+ *		integer digits are checked as a lone run of digits, and so are the
+ *		fraction digits, as printed and without any number of their trailing
+ *		zeros (0.4242424242424242 carries the card number as much as
+ *		4242424242424242 does, and 0.60111111111111170 too).
+ */
+static bool
+card_numeric_has_card(Numeric num)
+{
+	char	   *text = DatumGetCString(DirectFunctionCall1(numeric_out,
+														   NumericGetDatum(num)));
+	char	   *p = text;
+	char	   *dot;
+	bool		found = false;
+
+	if (*p == '-')
+		p++;
+	dot = strchr(p, '.');
+	if (dot != NULL)
+	{
+		const char *frac = dot + 1;
+		int			flen = strlen(frac);
+		int			stripped = flen;
+		int			len;
+
+		while (stripped > 0 && frac[stripped - 1] == '0')
+			stripped--;
+		for (len = Max(stripped, CARD_MIN_DIGITS);
+			 len <= Min(flen, CARD_MAX_DIGITS) && !found; len++)
+			found = card_scan_ascii(frac, len, false);
+		*dot = '\0';
+	}
+	if (!found && strlen(p) >= CARD_MIN_DIGITS)
+		found = card_scan_ascii(p, strlen(p), false);
+	pfree(text);
+	return found;
+}
+
+/*
  * card_jsonb_scan
  *		Walk every key and scalar of a jsonb document, at any depth: a card
  *		number in a key, a string or a number, or a key naming a card
@@ -452,15 +653,29 @@ card_jsonb_scan(Jsonb *jb)
 			continue;
 		if (v.type == jbvString)
 		{
-			if (r == WJB_KEY && card_key_is_cvc(v.val.string.val, v.val.string.len))
-				return CARD_FIND_CVC_KEY;
+			if (r == WJB_KEY)
+			{
+				char	   *key = pnstrdup(v.val.string.val, v.val.string.len);
+				int			klen;
+				const char *norm = card_normalize(key, v.val.string.len, &klen);
+				bool		cvc = card_key_is_cvc(norm, klen);
+
+				if (norm != key)
+					pfree((char *) norm);
+				pfree(key);
+				if (cvc)
+					return CARD_FIND_CVC_KEY;
+			}
 			if (v.val.string.len < CARD_MIN_DIGITS)
 				continue;
 			s = pnstrdup(v.val.string.val, v.val.string.len);
 		}
 		else if (v.type == jbvNumeric)
-			s = DatumGetCString(DirectFunctionCall1(numeric_out,
-													NumericGetDatum(v.val.numeric)));
+		{
+			if (card_numeric_has_card(v.val.numeric))
+				return CARD_FIND_NUMBER;
+			continue;
+		}
 		if (s != NULL)
 		{
 			bool		found = pe_contains_card_number(s, false);

@@ -422,6 +422,7 @@ pe_client_secret(PG_FUNCTION_ARGS)
 	char	   *sealed = NULL;
 	char	   *secret;
 	text	   *result;
+	MemoryContext callercxt = CurrentMemoryContext;
 	int			rc;
 
 	SPI_connect();
@@ -449,9 +450,20 @@ pe_client_secret(PG_FUNCTION_ARGS)
 	}
 	sealed = TextDatumGetCString(pe_spi_getdatum(0, 2, &isnull));
 	secret = pe_open(sealed, psprintf("payment.intents.client_secret:%s", pid));
-	SPI_finish();
-	result = cstring_to_text(secret);
+
+	/*
+	 * The plaintext lives in SPI's memory, which SPI_finish frees: copy it
+	 * into the caller's context first, then wipe SPI's copy while it is
+	 * still ours.
+	 */
+	{
+		MemoryContext spicxt = MemoryContextSwitchTo(callercxt);
+
+		result = cstring_to_text(secret);
+		MemoryContextSwitchTo(spicxt);
+	}
 	explicit_bzero(secret, strlen(secret));
+	SPI_finish();
 	PG_RETURN_TEXT_P(result);
 }
 

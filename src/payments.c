@@ -127,7 +127,7 @@ check_idempotency_key(const char *key)
 {
 	size_t		len = strlen(key);
 
-	pe_guard_text(key, "idempotency_key");
+	pe_guard_identifier(key, "idempotency_key");
 	if (len == 0 || len > PE_MAX_IDEMPOTENCY_KEY)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),

@@ -20,18 +20,20 @@ PE_STANDIN_PID=
 # pe_stage_install STAGE REPO
 #	Copy this machine's PostgreSQL 15 installation into STAGE (relocatable:
 #	the server finds its share and lib folders relative to its binary) and
-#	install the built extension into it.
+#	install the built extension into it.  PG_CONFIG, when set, names the
+#	installation to copy (tools/build-pg.sh's assert-enabled build);
+#	otherwise the pg_config on PATH.
 pe_stage_install() {
 	local stage=$1 repo=$2
-	local bindir pkglibdir sharedir
-	bindir=$(pg_config --bindir)
-	pkglibdir=$(pg_config --pkglibdir)
-	sharedir=$(pg_config --sharedir)
+	local bindir pkglibdir sharedir pgc=${PG_CONFIG:-pg_config}
+	bindir=$("$pgc" --bindir)
+	pkglibdir=$("$pgc" --pkglibdir)
+	sharedir=$("$pgc" --sharedir)
 	mkdir -p "$stage$(dirname "$bindir")" "$stage$(dirname "$sharedir")"
 	cp -a "$(dirname "$bindir")/." "$stage$(dirname "$bindir")/"
 	[ -d "$stage$pkglibdir" ] || cp -a "$pkglibdir/." "$stage$pkglibdir/"
 	cp -a "$sharedir" "$stage$(dirname "$sharedir")/"
-	make -s -C "$repo" install DESTDIR="$stage" >/dev/null
+	make -s -C "$repo" install DESTDIR="$stage" PG_CONFIG="$pgc" >/dev/null
 	export PE_BIN="$stage$bindir"
 	export PE_PGXS_REGRESS="$stage$pkglibdir/pgxs/src/test/regress/pg_regress"
 	export PATH="$PE_BIN:$PATH"
