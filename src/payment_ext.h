@@ -96,6 +96,7 @@ extern Datum pe_spi_getdatum(int row, int col, bool *isnull);
 
 /* security.c */
 extern bool pe_parse_uuid(const char *s, pg_uuid_t *out);
+extern void pe_check_app_table(Oid nspid, const char *relname);
 
 /* pricing.c */
 extern void pe_check_currency(const char *currency, const char *what);
