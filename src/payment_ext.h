@@ -109,6 +109,7 @@ extern int	pe_numeric_cmp(Numeric a, Numeric b);
 /* operations.c, and their GUCs (payment_ext.c) */
 extern bool pe_restoring;
 extern bool pe_allow_drop;
+extern bool pe_adopt_existing_roles;
 extern bool pe_restoring_insert(uint32 event);
 
 /* payment_ext.c */
