@@ -159,30 +159,7 @@ pe_tables_schema(void)
 SPIPlanPtr
 pe_prepare_kept(const char *sql, int nargs, Oid *argtypes)
 {
-	SPIPlanPtr volatile plan = NULL;
-	OverrideSearchPath *path;
-
-	/*
-	 * Parse with pg_catalog alone on the path, whatever the caller's
-	 * search_path: a trigger runs with its invoker's path, and an operator
-	 * or function there (in public, say) could otherwise win the resolution
-	 * of "=" and run with the rights of whoever fires the plan.  The plan
-	 * cache keeps this path and parses the query again with it.
-	 */
-	path = GetOverrideSearchPath(CurrentMemoryContext);
-	path->schemas = NIL;
-	path->addCatalog = true;
-	path->addTemp = false;
-	PushOverrideSearchPath(path);
-	PG_TRY();
-	{
-		plan = SPI_prepare(sql, nargs, argtypes);
-	}
-	PG_FINALLY();
-	{
-		PopOverrideSearchPath();
-	}
-	PG_END_TRY();
+	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
 
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed for \"%s\": %s",

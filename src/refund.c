@@ -469,8 +469,8 @@ pe_refunds_sync_trigger(PG_FUNCTION_ARGS)
 	 * table (the extension's owner): an administrator who records the
 	 * outcome of an offline refund holds UPDATE of "RefundStatus" but none
 	 * on "Payments", whose refund columns only this trigger keeps.  The
-	 * plans are parsed with pg_catalog alone on the path (pe_prepare_kept),
-	 * and the tables they touch are the extension's own.
+	 * function runs with search_path pinned (SET in its declaration), and
+	 * the tables its queries touch are the extension's own.
 	 */
 	GetUserIdAndSecContext(&save_userid, &save_sec);
 	SetUserIdAndSecContext(trigdata->tg_relation->rd_rel->relowner,

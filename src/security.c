@@ -185,7 +185,7 @@ pe_check_app_table(Oid nspid, const char *relname)
 	if (relkind != RELKIND_RELATION)
 		ereport(ERROR,
 				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
-				 errmsg("\"%s\".\"%s\" is not an ordinary table", nspname, relname),
+				 errmsg("%s is not an ordinary table", quote_qualified_identifier(nspname, relname)),
 				 errdetail("payment_ext reads \"%s\" with more rights than its caller, so it must be an ordinary table owned by a superuser or by the extension's owner.",
 						   relname),
 				 errhint("A superuser must put the application's table back under that name.")));
@@ -196,7 +196,7 @@ pe_check_app_table(Oid nspid, const char *relname)
 
 		ereport(ERROR,
 				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("table \"%s\".\"%s\" is not owned by a trusted role", nspname, relname),
+				 errmsg("table %s is not owned by a trusted role", quote_qualified_identifier(nspname, relname)),
 				 errdetail("payment_ext reads \"%s\" with more rights than its caller, so it must be owned by a superuser or by the extension's owner; it is owned by role \"%s\".",
 						   relname, ownername ? ownername : "?"),
 				 errhint("As a superuser: ALTER TABLE %s OWNER TO %s; and grant the application the privileges it needs on it.",

@@ -57,13 +57,13 @@ BEGIN
 			 ORDER BY r.oid
 		LOOP
 			IF c.relkind OPERATOR(pg_catalog.<>) 'r' THEN
-				RAISE EXCEPTION '%.% is not an ordinary table', '@extschema@', c.relname
+				RAISE EXCEPTION '%.% is not an ordinary table', pg_catalog.quote_ident('@extschema@'), pg_catalog.quote_ident(c.relname)
 					USING ERRCODE = 'wrong_object_type',
 					      DETAIL = pg_catalog.format('payment_ext reads %I with more rights than its callers, so it must be an ordinary table owned by a superuser or by the extension''s owner.', t),
 					      HINT = 'Put an ordinary table under that name, or drop it and let CREATE EXTENSION create its own.';
 			END IF;
 			IF NOT (c.rolsuper OR c.relowner OPERATOR(pg_catalog.=) ext_owner) THEN
-				RAISE EXCEPTION 'table %.% is not owned by a trusted role', '@extschema@', c.relname
+				RAISE EXCEPTION 'table %.% is not owned by a trusted role', pg_catalog.quote_ident('@extschema@'), pg_catalog.quote_ident(c.relname)
 					USING ERRCODE = 'insufficient_privilege',
 					      DETAIL = pg_catalog.format('payment_ext reads %I with more rights than its callers, so it must be owned by a superuser or by the extension''s owner; it is owned by role %I.', t, c.owner_name),
 					      HINT = pg_catalog.format('As a superuser: ALTER TABLE %I.%I OWNER TO %I; grant the application the privileges it needs on it; then run the command again (or drop the table and let CREATE EXTENSION create its own).',
@@ -131,3 +131,32 @@ BEGIN
 	END LOOP;
 END
 $pe_own_roles$;
+
+-- ---------------------------------------------------------------------------
+-- issue 16, item 2: trigger functions run with a pinned search_path
+--
+-- The SECURITY DEFINER functions pin search_path in their declaration and
+-- the outbox worker pins it when it starts; a trigger function, though, ran
+-- with the search_path of whoever fired it, and its SPI queries (some run
+-- as the tables' owner: the audit writer, the refund sync trigger) resolved
+-- their operators through it, so an "=" for uuid created in public and put
+-- first on the path ran inside them (the CVE-2018-1058 pattern; a cached
+-- plan is parsed again when search_path changes).  Every trigger and event
+-- trigger function of the extension now pins it too.
+-- ---------------------------------------------------------------------------
+DO $pe_pin_triggers$
+DECLARE
+	f regprocedure;
+BEGIN
+	FOR f IN
+		SELECT p.oid
+		  FROM pg_catalog.pg_proc p
+		 WHERE p.pronamespace OPERATOR(pg_catalog.=) 'payment'::pg_catalog.regnamespace
+		   AND p.prorettype OPERATOR(pg_catalog.=) ANY (ARRAY['pg_catalog.trigger'::pg_catalog.regtype,
+		                                                       'pg_catalog.event_trigger'::pg_catalog.regtype])
+		 ORDER BY p.oid
+	LOOP
+		EXECUTE pg_catalog.format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
+	END LOOP;
+END
+$pe_pin_triggers$;
