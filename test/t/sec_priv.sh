@@ -39,7 +39,7 @@ set -uo pipefail
 source "$PE_WORK/repo/test/worker_lib.sh"
 trap w_cleanup EXIT
 
-echo "1..43"
+echo "1..44"
 
 C=sec_priv
 w_standin_start $C
@@ -251,6 +251,10 @@ ok $(has "$M1" '^[0-9a-f-]{36}$'; echo $?) "payment.save_method (foreign key to 
 is "$(qa app1 "SELECT coalesce(payment.client_secret('$P2'), 'none')" app_login)" "none" "payment.client_secret"
 is "$(qa app1 "UPDATE \"Payments\" SET \"Metadata\" = '{\"note\": \"x\"}' WHERE \"Id\" OPERATOR(pg_catalog.=) '$P2'" admin_login)|$(q app1 "SELECT \"UserId\" FROM \"PaymentAuditLog\" WHERE \"PaymentId\" = '$P2' ORDER BY \"Id\" DESC LIMIT 1")" \
 	"|$U1" "a direct UPDATE by payment_admin: the audit writer finds the user in \"Users\""
+q app1 "CREATE ROLE reporter LOGIN IN ROLE payment_reporting" >/dev/null
+OUT="$(qa app1 "SELECT payment.rotate_keys()" admin_login) $(qa app1 "SELECT payment.reconcile_all()" admin_login)
+     $(qa app1 "SELECT count(*) FROM payment.event_revenue" reporter) $(qa app1 "SELECT count(*) FROM payment.sliding_scale_summary" reporter)"
+ok $(! has "$OUT" 'ERROR'; echo $?) "payment.rotate_keys, payment.reconcile_all, the reporting views over \"Events\" and \"EventRegistrations\""
 is "$(q app1 "SELECT count(*) FROM public.pwned")|$(q app1 "SELECT count(*) FROM public.hijacked")|$(q app1 "SELECT rolsuper FROM pg_roles WHERE rolname = 'mallory'")" \
 	"0|0|f" "  the application's triggers and hijacking operators never ran; mallory is no superuser"
 
