@@ -357,13 +357,15 @@ DROP FUNCTION audit_test_seen();
 UPDATE "Payments" SET "Metadata" = '{"try": "direct again"}' WHERE "Id" = '40000000-0000-0000-0000-000000000001';
 -- a default of the log that itself changes a payment: the audit row of
 -- that nested change is written too (through an INSERT), and both verify
+-- (it names the table with its schema: the trigger that runs the default
+-- pins search_path)
 CREATE FUNCTION audit_test_nested_write() RETURNS text LANGUAGE plpgsql AS $$
 BEGIN
 	IF current_setting('audit_test.inner', true) = 'on' THEN
 		RETURN 'inner';
 	END IF;
 	PERFORM set_config('audit_test.inner', 'on', true);
-	UPDATE "Payments" SET "Metadata" = '{"try": "nested"}'
+	UPDATE public."Payments" SET "Metadata" = '{"try": "nested"}'
 	 WHERE "Id" = '40000000-0000-0000-0000-000000000002';
 	PERFORM set_config('audit_test.inner', 'off', true);
 	RETURN 'outer';

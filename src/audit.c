@@ -615,12 +615,13 @@ audit_user_select(AuditTarget *t, SPIPlanPtr *plan, bool lock, const pg_uuid_t *
 	{
 		Oid			argtypes[1] = {UUIDOID};
 
-		*plan = pe_prepare_kept(psprintf("SELECT 1 FROM %s WHERE \"Id\" OPERATOR(pg_catalog.=) $1%s",
+		*plan = pe_prepare_kept(psprintf("SELECT 1 FROM ONLY %s WHERE \"Id\" OPERATOR(pg_catalog.=) $1%s",
 									   quote_qualified_identifier(get_namespace_name(t->nspid),
 																  "Users"),
 									   lock ? " FOR KEY SHARE" : ""),
 							  1, argtypes);
 	}
+	pe_check_app_table(t->nspid, "Users");
 	ret = SPI_execute_plan(*plan, &arg, NULL, false, 1);
 	if (ret != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));

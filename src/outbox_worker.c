@@ -1032,6 +1032,14 @@ pe_outbox_worker_main(Datum main_arg)
 	 */
 	SetConfigOption("synchronous_commit", "on", PGC_SUSET, PGC_S_OVERRIDE);
 
+	/*
+	 * Nothing the worker runs resolves through a search_path that someone
+	 * else chose (ALTER DATABASE/ROLE ... SET search_path): only pg_catalog,
+	 * then pg_temp, so an operator or function created in public can never
+	 * take the place of a built-in one (the CVE-2018-1058 pattern).
+	 */
+	SetConfigOption("search_path", "pg_catalog, pg_temp", PGC_SUSET, PGC_S_OVERRIDE);
+
 	before_shmem_exit(outbox_at_exit, (Datum) 0);
 	if (worker_shared != NULL)
 	{

@@ -64,6 +64,7 @@ char	   *pe_worker_role = NULL;
 bool		pe_suppress_row_audit = false;
 bool		pe_restoring = false;
 bool		pe_allow_drop = false;
+bool		pe_adopt_existing_roles = false;
 
 int			pe_webhook_tolerance = 300;
 int			pe_pending_ttl = 3600;
@@ -561,6 +562,17 @@ _PG_init(void)
 							 gettext_noop("Allow DROP EXTENSION payment_ext while its tables hold payments."),
 							 NULL,
 							 &pe_allow_drop,
+							 false,
+							 PGC_SUSET,
+							 0,
+							 NULL,
+							 NULL,
+							 NULL);
+
+	DefineCustomBoolVariable("payment_ext.adopt_existing_roles",
+							 gettext_noop("Let CREATE EXTENSION payment_ext grant rights to existing roles named payment_app, payment_admin, payment_reporting or payment_worker that it did not create."),
+							 NULL,
+							 &pe_adopt_existing_roles,
 							 false,
 							 PGC_SUSET,
 							 0,

@@ -96,6 +96,7 @@ extern Datum pe_spi_getdatum(int row, int col, bool *isnull);
 
 /* security.c */
 extern bool pe_parse_uuid(const char *s, pg_uuid_t *out);
+extern void pe_check_app_table(Oid nspid, const char *relname);
 
 /* pricing.c */
 extern void pe_check_currency(const char *currency, const char *what);
@@ -108,6 +109,7 @@ extern int	pe_numeric_cmp(Numeric a, Numeric b);
 /* operations.c, and their GUCs (payment_ext.c) */
 extern bool pe_restoring;
 extern bool pe_allow_drop;
+extern bool pe_adopt_existing_roles;
 extern bool pe_restoring_insert(uint32 event);
 
 /* payment_ext.c */

@@ -296,7 +296,7 @@ pe_reseal_request(const char *request, const char *old_key, const char *new_key)
  * ---------------------------------------------------------------------------
  */
 static PePlan lock_registration_plan = {
-	"SELECT 1 FROM @S@.\"EventRegistrations\" WHERE \"Id\" = $1 FOR NO KEY UPDATE",
+	"SELECT 1 FROM ONLY @S@.\"EventRegistrations\" WHERE \"Id\" OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE",
 	1, {UUIDOID}, NULL, 0
 };
 
@@ -331,6 +331,7 @@ lock_registration_for_payment(Datum registration_id)
 	bool		isnull;
 	int			rc;
 
+	pe_check_app_table(pe_extension_namespace(), "EventRegistrations");
 	rc = SPI_execute_plan(pe_plan(&lock_registration_plan), &registration_id, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "locking the registration failed: %s", SPI_result_code_string(rc));

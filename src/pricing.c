@@ -197,7 +197,7 @@ pe_price(PG_FUNCTION_ARGS)
  * ---------------------------------------------------------------------------
  */
 static PePlan quote_plan = {
-	"SELECT \"PricingTiers\"::pg_catalog.jsonb FROM @S@.\"Events\" WHERE \"Id\" = $1",
+	"SELECT \"PricingTiers\"::pg_catalog.jsonb FROM ONLY @S@.\"Events\" WHERE \"Id\" OPERATOR(pg_catalog.=) $1",
 	1, {UUIDOID}, NULL, 0
 };
 
@@ -336,6 +336,7 @@ pe_quote(PG_FUNCTION_ARGS)
 	pe_check_discount(discount);
 
 	SPI_connect();
+	pe_check_app_table(pe_extension_namespace(), "Events");
 	rc = SPI_execute_plan(pe_plan(&quote_plan), &event_id, NULL, true, 1);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(rc));

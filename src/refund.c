@@ -30,6 +30,7 @@
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "mb/pg_wchar.h"
+#include "miscadmin.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
 #include "utils/jsonb.h"
@@ -357,22 +358,15 @@ static PePlan payment_status_plan = {
 };
 
 /*
- * Trigger function: AFTER INSERT OR UPDATE OF "RefundStatus" ON
- * "PaymentRefunds" FOR EACH ROW
- *
- * Brings the payment's refund columns and status up to date: the sum of
- * refunds not Failed, the latest one's time, reason and processor, and
- * Completed / PartiallyRefunded / Refunded by the completed sum.
+ * refunds_sync_payment
+ *		The work of pe_refunds_sync_trigger for the refund tuple of
+ *		relation td (payment_id, refund_status already read from it).
+ *		Caller runs it as the refunds table's owner.
  */
-PG_FUNCTION_INFO_V1(pe_refunds_sync_trigger);
-Datum
-pe_refunds_sync_trigger(PG_FUNCTION_ARGS)
+static void
+refunds_sync_payment(HeapTuple tuple, TupleDesc td, Datum payment_id, int refund_status)
 {
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-	TupleDesc	td;
-	HeapTuple	tuple;
 	bool		isnull;
-	Datum		payment_id;
 	Datum		live,
 				completed,
 				latest;
@@ -380,27 +374,11 @@ pe_refunds_sync_trigger(PG_FUNCTION_ARGS)
 				completed_null,
 				latest_null;
 	int			status;
-	int			refund_status;
 	Numeric		amount;
 	Datum		currency;
 	Datum		args[7];
 	char		argnulls[7];
 	int			rc;
-
-	pe_check_trigger(fcinfo, "pe_refunds_sync_trigger", false, true);
-	/* pg_restore in restore mode: the payment was dumped up to date */
-	if (pe_restoring_insert(trigdata->tg_event))
-		return PointerGetDatum(NULL);
-	td = RelationGetDescr(trigdata->tg_relation);
-	refund_cols_init(trigdata->tg_relation);
-	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
-		trigdata->tg_newtuple : trigdata->tg_trigtuple;
-	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) &&
-		pe_column_unchanged(trigdata->tg_trigtuple, tuple, td, rcols.status))
-		return PointerGetDatum(NULL);
-
-	payment_id = heap_getattr(tuple, rcols.payment, td, &isnull);
-	refund_status = DatumGetInt32(heap_getattr(tuple, rcols.status, td, &isnull));
 
 	pe_refund_totals(payment_id, &live, &live_null, &completed, &completed_null,
 					 &latest, &latest_null);
@@ -448,5 +426,64 @@ pe_refunds_sync_trigger(PG_FUNCTION_ARGS)
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "updating the refunded payment failed: %s", SPI_result_code_string(rc));
 	SPI_finish();
+}
+
+/*
+ * Trigger function: AFTER INSERT OR UPDATE OF "RefundStatus" ON
+ * "PaymentRefunds" FOR EACH ROW
+ *
+ * Brings the payment's refund columns and status up to date: the sum of
+ * refunds not Failed, the latest one's time, reason and processor, and
+ * Completed / PartiallyRefunded / Refunded by the completed sum.
+ */
+PG_FUNCTION_INFO_V1(pe_refunds_sync_trigger);
+Datum
+pe_refunds_sync_trigger(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+	TupleDesc	td;
+	HeapTuple	tuple;
+	bool		isnull;
+	Datum		payment_id;
+	int			refund_status;
+	Oid			save_userid;
+	int			save_sec;
+
+	pe_check_trigger(fcinfo, "pe_refunds_sync_trigger", false, true);
+	/* pg_restore in restore mode: the payment was dumped up to date */
+	if (pe_restoring_insert(trigdata->tg_event))
+		return PointerGetDatum(NULL);
+	td = RelationGetDescr(trigdata->tg_relation);
+	refund_cols_init(trigdata->tg_relation);
+	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
+		trigdata->tg_newtuple : trigdata->tg_trigtuple;
+	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) &&
+		pe_column_unchanged(trigdata->tg_trigtuple, tuple, td, rcols.status))
+		return PointerGetDatum(NULL);
+
+	payment_id = heap_getattr(tuple, rcols.payment, td, &isnull);
+	refund_status = DatumGetInt32(heap_getattr(tuple, rcols.status, td, &isnull));
+
+	/*
+	 * The payment's derived columns are written as the owner of the refunds
+	 * table (the extension's owner): an administrator who records the
+	 * outcome of an offline refund holds UPDATE of "RefundStatus" but none
+	 * on "Payments", whose refund columns only this trigger keeps.  The
+	 * function runs with search_path pinned (SET in its declaration), and
+	 * the tables its queries touch are the extension's own.
+	 */
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(trigdata->tg_relation->rd_rel->relowner,
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_NOFORCE_RLS);
+	PG_TRY();
+	{
+		refunds_sync_payment(tuple, td, payment_id, refund_status);
+	}
+	PG_FINALLY();
+	{
+		SetUserIdAndSecContext(save_userid, save_sec);
+	}
+	PG_END_TRY();
 	return PointerGetDatum(NULL);
 }

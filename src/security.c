@@ -15,6 +15,13 @@
  * a session sees, nothing more; refunds, retries, key rotation and repair
  * check the caller's role instead.
  *
+ * It also holds the check that code running with more rights than its
+ * caller (SECURITY DEFINER functions, the audit writer, the webhook
+ * appliers) makes before it reads one of the application's tables "Users",
+ * "Events" and "EventRegistrations": the table must be an ordinary table
+ * owned by a superuser or by the extension's owner (README, "Access
+ * control": the trust model).
+ *
  * IDENTIFICATION
  *		src/security.c
  *
@@ -22,9 +29,23 @@
  */
 #include "postgres.h"
 
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "catalog/indexing.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_extension.h"
 #include "fmgr.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "storage/lmgr.h"
+#include "storage/proc.h"
 #include "utils/builtins.h"
+#include "utils/fmgroids.h"
 #include "utils/guc.h"
+#include "utils/lsyscache.h"
+#include "utils/syscache.h"
 #include "utils/uuid.h"
 
 #include "payment_ext.h"
@@ -93,4 +114,93 @@ pe_app_sees_all(PG_FUNCTION_ARGS)
 
 	PG_RETURN_BOOL(role != NULL &&
 				   (strcmp(role, "Admin") == 0 || strcmp(role, "Teacher") == 0));
+}
+
+/* ---------------------------------------------------------------------------
+ * The application's tables read with more rights than the caller's
+ * ---------------------------------------------------------------------------
+ */
+static Oid	ext_owner = InvalidOid;
+static LocalTransactionId ext_owner_lxid = InvalidLocalTransactionId;
+
+/* The owner of extension payment_ext (looked up once per transaction). */
+static Oid
+app_extension_owner(void)
+{
+	Relation	rel;
+	SysScanDesc scan;
+	ScanKeyData key;
+	HeapTuple	tuple;
+
+	if (ext_owner_lxid == MyProc->lxid && OidIsValid(ext_owner))
+		return ext_owner;
+	ext_owner = InvalidOid;
+	rel = table_open(ExtensionRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
+				F_NAMEEQ, CStringGetDatum("payment_ext"));
+	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
+	tuple = systable_getnext(scan);
+	if (HeapTupleIsValid(tuple))
+		ext_owner = ((Form_pg_extension) GETSTRUCT(tuple))->extowner;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	ext_owner_lxid = MyProc->lxid;
+	return ext_owner;
+}
+
+/*
+ * pe_check_app_table
+ *		Lock the relation relname of schema nspid (AccessShareLock, until the
+ *		transaction ends) and raise unless it is an ordinary table owned by
+ *		a superuser or by the extension's owner.  Caller is about to read it
+ *		with more rights than its own caller's, by name: while the lock is
+ *		held nobody can drop, rename or replace it, so the query reads the
+ *		very table checked here, and a trusted owner is the only one who can
+ *		hang code on it (rules, policies, defaults, column types, index
+ *		expressions).  Does nothing when there is no such relation: the
+ *		query then fails as it would have.
+ */
+void
+pe_check_app_table(Oid nspid, const char *relname)
+{
+	char	   *nspname = get_namespace_name(nspid);
+	Oid			relid;
+	HeapTuple	tuple;
+	char		relkind;
+	Oid			owner;
+
+	if (nspname == NULL)
+		return;
+	relid = RangeVarGetRelidExtended(makeRangeVar(nspname, pstrdup(relname), -1),
+									 AccessShareLock, RVR_MISSING_OK, NULL, NULL);
+	if (!OidIsValid(relid))
+		return;
+	tuple = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	relkind = ((Form_pg_class) GETSTRUCT(tuple))->relkind;
+	owner = ((Form_pg_class) GETSTRUCT(tuple))->relowner;
+	ReleaseSysCache(tuple);
+
+	if (relkind != RELKIND_RELATION)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("%s is not an ordinary table", quote_qualified_identifier(nspname, relname)),
+				 errdetail("payment_ext reads \"%s\" with more rights than its caller, so it must be an ordinary table owned by a superuser or by the extension's owner.",
+						   relname),
+				 errhint("A superuser must put the application's table back under that name.")));
+	if (!superuser_arg(owner) && owner != app_extension_owner())
+	{
+		char	   *ownername = GetUserNameFromId(owner, true);
+		char	   *extowner = GetUserNameFromId(app_extension_owner(), true);
+
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("table %s is not owned by a trusted role", quote_qualified_identifier(nspname, relname)),
+				 errdetail("payment_ext reads \"%s\" with more rights than its caller, so it must be owned by a superuser or by the extension's owner; it is owned by role \"%s\".",
+						   relname, ownername ? ownername : "?"),
+				 errhint("As a superuser: ALTER TABLE %s OWNER TO %s; and grant the application the privileges it needs on it.",
+						 quote_qualified_identifier(nspname, relname),
+						 extowner ? quote_identifier(extowner) : "postgres")));
+	}
 }

@@ -146,7 +146,7 @@ static PePlan refund_state_plan = {
 	3, {UUIDOID, TEXTOID, TEXTOID}, NULL, 0
 };
 static PePlan user_exists_plan = {
-	"SELECT 1 FROM @S@.\"Users\" WHERE \"Id\" = $1",
+	"SELECT 1 FROM ONLY @S@.\"Users\" WHERE \"Id\" OPERATOR(pg_catalog.=) $1",
 	1, {UUIDOID}, NULL, 0
 };
 static PePlan dispute_upsert_plan = {
@@ -631,6 +631,7 @@ system_user(void)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("payment_ext.system_user_id is not a uuid")));
 	arg = UUIDPGetDatum(u);
+	pe_check_app_table(pe_extension_namespace(), "Users");
 	if (SPI_execute_plan(pe_plan(&user_exists_plan), &arg, NULL, true, 1) != SPI_OK_SELECT)
 		elog(ERROR, "looking up the system user failed");
 	if (SPI_processed == 0)

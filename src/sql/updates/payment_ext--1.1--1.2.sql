@@ -12,3 +12,151 @@
 
 -- complain if script is sourced in psql, rather than via ALTER EXTENSION
 \echo Use "ALTER EXTENSION payment_ext UPDATE TO '1.2'" to load this file. \quit
+
+-- ---------------------------------------------------------------------------
+-- issue 16, item 1: the application's tables are owned by a trusted role
+--
+-- Code that runs with more rights than its caller (the SECURITY DEFINER
+-- functions, the audit writer, the webhook appliers, the reporting views)
+-- reads "Users", "Events" and "EventRegistrations".  Whoever owns such a
+-- table can hang code on it (a rule, a policy, a default, a column type, an
+-- index expression) or turn it into a view, and that code would run with
+-- those rights.  So an existing table is adopted only when it is an ordinary
+-- table owned by a superuser or by the extension's owner (the superuser who
+-- runs CREATE EXTENSION), and so are its inheritance children; anything
+-- else is refused here, at CREATE EXTENSION and at ALTER EXTENSION UPDATE
+-- alike, with the remedy.  The C code checks the same again, under a lock,
+-- before each read (src/security.c, pe_check_app_table).  README: "Access
+-- control".
+-- ---------------------------------------------------------------------------
+DO $pe_trusted_tables$
+DECLARE
+	t text;
+	c record;
+	ext_owner oid;
+BEGIN
+	SELECT e.extowner INTO ext_owner
+	  FROM pg_catalog.pg_extension e
+	 WHERE e.extname OPERATOR(pg_catalog.=) 'payment_ext';
+	FOREACH t IN ARRAY ARRAY['Users', 'Events', 'EventRegistrations'] LOOP
+		FOR c IN
+			SELECT r.oid, r.relname, r.relkind, r.relowner,
+			       pg_catalog.pg_get_userbyid(r.relowner) AS owner_name,
+			       o.rolsuper
+			  FROM pg_catalog.pg_class r
+			  JOIN pg_catalog.pg_roles o ON o.oid OPERATOR(pg_catalog.=) r.relowner
+			 WHERE r.oid OPERATOR(pg_catalog.=) ANY (
+			       SELECT b.oid FROM pg_catalog.pg_class b
+			        WHERE b.relnamespace OPERATOR(pg_catalog.=) '@extschema@'::pg_catalog.regnamespace
+			          AND b.relname OPERATOR(pg_catalog.=) t
+			       UNION ALL
+			       SELECT i.inhrelid FROM pg_catalog.pg_inherits i
+			         JOIN pg_catalog.pg_class b ON b.oid OPERATOR(pg_catalog.=) i.inhparent
+			        WHERE b.relnamespace OPERATOR(pg_catalog.=) '@extschema@'::pg_catalog.regnamespace
+			          AND b.relname OPERATOR(pg_catalog.=) t)
+			 ORDER BY r.oid
+		LOOP
+			IF c.relkind OPERATOR(pg_catalog.<>) 'r' THEN
+				RAISE EXCEPTION '%.% is not an ordinary table', pg_catalog.quote_ident('@extschema@'), pg_catalog.quote_ident(c.relname)
+					USING ERRCODE = 'wrong_object_type',
+					      DETAIL = pg_catalog.format('payment_ext reads %I with more rights than its callers, so it must be an ordinary table owned by a superuser or by the extension''s owner.', t),
+					      HINT = 'Put an ordinary table under that name, or drop it and let CREATE EXTENSION create its own.';
+			END IF;
+			IF NOT (c.rolsuper OR c.relowner OPERATOR(pg_catalog.=) ext_owner) THEN
+				RAISE EXCEPTION 'table %.% is not owned by a trusted role', pg_catalog.quote_ident('@extschema@'), pg_catalog.quote_ident(c.relname)
+					USING ERRCODE = 'insufficient_privilege',
+					      DETAIL = pg_catalog.format('payment_ext reads %I with more rights than its callers, so it must be owned by a superuser or by the extension''s owner; it is owned by role %I.', t, c.owner_name),
+					      HINT = pg_catalog.format('As a superuser: ALTER TABLE %I.%I OWNER TO %I; grant the application the privileges it needs on it; then run the command again (or drop the table and let CREATE EXTENSION create its own).',
+					                               '@extschema@', c.relname, pg_catalog.pg_get_userbyid(ext_owner));
+			END IF;
+		END LOOP;
+	END LOOP;
+END
+$pe_trusted_tables$;
+
+-- ---------------------------------------------------------------------------
+-- issue 16, item 10: the four roles are the extension's own
+--
+-- 1.0 created payment_app, payment_admin, payment_reporting and
+-- payment_worker when absent and granted to whatever role had the name.  A
+-- role is now the extension's own when this very CREATE EXTENSION created it
+-- (its pg_authid row was written by the transaction that wrote the
+-- extension's pg_extension row) or when it carries the marker comment that
+-- an install of 1.2 or later puts on the roles it created or adopted (a
+-- comment on a role is cluster-wide, so a second database finds it).  A
+-- fresh install refuses any other existing role of those names, unless a
+-- superuser sets payment_ext.adopt_existing_roles = on.  An upgrade (ALTER
+-- EXTENSION UPDATE) marks the roles the installed version already uses.
+-- ---------------------------------------------------------------------------
+DO $pe_own_roles$
+DECLARE
+	r record;
+	ext_oid oid;
+	ext_xmin xid;
+	fresh boolean;
+	adopt boolean;
+	marker CONSTANT text := 'payment_ext role (created by CREATE EXTENSION payment_ext)';
+BEGIN
+	SELECT e.oid, e.xmin INTO ext_oid, ext_xmin
+	  FROM pg_catalog.pg_extension e
+	 WHERE e.extname OPERATOR(pg_catalog.=) 'payment_ext';
+	-- a fresh install made schema payment its member in this transaction
+	-- (pg_depend rows are only ever inserted and deleted, never updated)
+	SELECT d.xmin OPERATOR(pg_catalog.=) ext_xmin INTO fresh
+	  FROM pg_catalog.pg_depend d
+	 WHERE d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_namespace'::pg_catalog.regclass
+	   AND d.objid OPERATOR(pg_catalog.=) 'payment'::pg_catalog.regnamespace
+	   AND d.refclassid OPERATOR(pg_catalog.=) 'pg_catalog.pg_extension'::pg_catalog.regclass
+	   AND d.refobjid OPERATOR(pg_catalog.=) ext_oid
+	   AND d.deptype OPERATOR(pg_catalog.=) 'e';
+	adopt := COALESCE(pg_catalog.current_setting('payment_ext.adopt_existing_roles', true), 'off')
+	         OPERATOR(pg_catalog.=) ANY (ARRAY['on', 'true', 'yes', '1']);
+	FOR r IN
+		SELECT a.oid, a.rolname, a.xmin OPERATOR(pg_catalog.=) ext_xmin AS created_here,
+		       pg_catalog.shobj_description(a.oid, 'pg_authid') AS comment
+		  FROM pg_catalog.pg_authid a
+		 WHERE a.rolname OPERATOR(pg_catalog.=) ANY (ARRAY['payment_app', 'payment_admin', 'payment_reporting', 'payment_worker'])
+		 ORDER BY a.rolname
+	LOOP
+		IF fresh AND NOT r.created_here
+		   AND r.comment IS DISTINCT FROM marker AND NOT adopt THEN
+			RAISE EXCEPTION 'role "%" already exists and was not created by payment_ext', r.rolname
+				USING ERRCODE = 'duplicate_object',
+				      DETAIL = 'CREATE EXTENSION payment_ext grants rights on payments to its roles, and does not give them to a role that merely has the name.',
+				      HINT = 'Drop or rename that role, or, if it is meant to be payment_ext''s, have a superuser SET payment_ext.adopt_existing_roles = on and run CREATE EXTENSION again.';
+		END IF;
+		IF r.comment IS DISTINCT FROM marker THEN
+			EXECUTE pg_catalog.format('COMMENT ON ROLE %I IS %L', r.rolname, marker);
+		END IF;
+	END LOOP;
+END
+$pe_own_roles$;
+
+-- ---------------------------------------------------------------------------
+-- issue 16, item 2: trigger functions run with a pinned search_path
+--
+-- The SECURITY DEFINER functions pin search_path in their declaration and
+-- the outbox worker pins it when it starts; a trigger function, though, ran
+-- with the search_path of whoever fired it, and its SPI queries (some run
+-- as the tables' owner: the audit writer, the refund sync trigger) resolved
+-- their operators through it, so an "=" for uuid created in public and put
+-- first on the path ran inside them (the CVE-2018-1058 pattern; a cached
+-- plan is parsed again when search_path changes).  Every trigger and event
+-- trigger function of the extension now pins it too.
+-- ---------------------------------------------------------------------------
+DO $pe_pin_triggers$
+DECLARE
+	f regprocedure;
+BEGIN
+	FOR f IN
+		SELECT p.oid
+		  FROM pg_catalog.pg_proc p
+		 WHERE p.pronamespace OPERATOR(pg_catalog.=) 'payment'::pg_catalog.regnamespace
+		   AND p.prorettype OPERATOR(pg_catalog.=) ANY (ARRAY['pg_catalog.trigger'::pg_catalog.regtype,
+		                                                       'pg_catalog.event_trigger'::pg_catalog.regtype])
+		 ORDER BY p.oid
+	LOOP
+		EXECUTE pg_catalog.format('ALTER FUNCTION %s SET search_path = pg_catalog, pg_temp', f);
+	END LOOP;
+END
+$pe_pin_triggers$;
