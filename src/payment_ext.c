@@ -23,6 +23,7 @@
 #include "catalog/indexing.h"
 #include "catalog/pg_extension.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -273,6 +274,86 @@ pe_check_trigger(FunctionCallInfo fcinfo, const char *name, bool before, bool ro
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("%s: must be fired %s ... FOR EACH %s", name,
 						before ? "BEFORE" : "AFTER", row ? "ROW" : "STATEMENT")));
+}
+
+/*
+ * pe_attnum_has_type
+ *		Is attnum a live column of td of type typid (TEXTOID: text or
+ *		varchar)?  No catalog access: cheap enough for every trigger call.
+ */
+bool
+pe_attnum_has_type(TupleDesc td, int attnum, Oid typid)
+{
+	Form_pg_attribute att;
+
+	if (attnum <= 0 || attnum > td->natts)
+		return false;
+	att = TupleDescAttr(td, attnum - 1);
+	if (att->attisdropped)
+		return false;
+	if (typid == TEXTOID)
+		return att->atttypid == TEXTOID || att->atttypid == VARCHAROID;
+	return att->atttypid == typid;
+}
+
+/*
+ * pe_trigger_columns
+ *		Resolve and check the columns cols[0..n-1] of rel that the trigger
+ *		function trigger reads or writes (see payment_ext.h).  With cached,
+ *		the caller's attnums are from an earlier call for the same relation
+ *		and number of columns: they are only re-checked (ALTER COLUMN ...
+ *		TYPE keeps both), and looked up again if that fails.
+ */
+void
+pe_trigger_columns(Relation rel, const char *trigger,
+				   const PeTriggerColumn *cols, int n, bool cached)
+{
+	TupleDesc	td = RelationGetDescr(rel);
+	int			i;
+
+	if (cached)
+	{
+		for (i = 0; i < n; i++)
+		{
+			int			attnum = *cols[i].attnum;
+
+			if (attnum == 0 ? cols[i].required :
+				!pe_attnum_has_type(td, attnum, cols[i].typid))
+				break;
+		}
+		if (i == n)
+			return;
+	}
+
+	for (i = 0; i < n; i++)
+	{
+		int			attnum = SPI_fnumber(td, cols[i].name);
+
+		if (attnum <= 0)
+		{
+			if (cols[i].required)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_COLUMN),
+						 errmsg("trigger function %s needs column \"%s\" in table \"%s\"",
+								trigger, cols[i].name, RelationGetRelationName(rel)),
+						 errdetail("Table \"%s\" has no such column.",
+								   RelationGetRelationName(rel)),
+						 errhint("Attach the trigger only to the table payment_ext attached it to.")));
+			*cols[i].attnum = 0;
+			continue;
+		}
+		if (!pe_attnum_has_type(td, attnum, cols[i].typid))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("trigger function %s needs column \"%s\" of table \"%s\" to be of type %s",
+							trigger, cols[i].name, RelationGetRelationName(rel),
+							format_type_be(cols[i].typid)),
+					 errdetail("The column is of type %s.",
+							   format_type_be(TupleDescAttr(td, attnum - 1)->atttypid)),
+					 errhint("Attach the trigger only to the table payment_ext attached it to."),
+					 errtablecol(rel, attnum)));
+		*cols[i].attnum = attnum;
+	}
 }
 
 /* Raise 22004 if argument argno (named name) of the call is NULL. */

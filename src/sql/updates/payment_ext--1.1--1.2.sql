@@ -12,3 +12,14 @@
 
 -- complain if script is sourced in psql, rather than via ALTER EXTENSION
 \echo Use "ALTER EXTENSION payment_ext UPDATE TO '1.2'" to load this file. \quit
+
+-- ---------------------------------------------------------------------------
+-- issue 16, item 3: no role that changes payments writes the audit log
+--
+-- The audit triggers write "PaymentAuditLog" as its owner, and set who
+-- wrote each row ("SessionUser", "CurrentUser", "UserId", "IpAddress",
+-- "UserAgent", "CreatedAt") from the server's own state; the outbox worker's
+-- rows come from those triggers too.  Its INSERT privilege let it insert
+-- rows naming any user, address and time, so it is gone.
+-- ---------------------------------------------------------------------------
+REVOKE INSERT ON "PaymentAuditLog" FROM payment_worker;
