@@ -273,9 +273,9 @@ audit_require_column(AuditRelCache *entry, const char *name)
 
 	if (attnum == 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
-				 errmsg("audited table \"%s\" has no column \"%s\"",
-						entry->relname, name)));
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("trigger function payment.audit_row_trigger() needs column \"%s\" in table \"%s\"",
+						name, entry->relname)));
 	return attnum;
 }
 

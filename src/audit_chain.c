@@ -372,9 +372,9 @@ chain_load_attrs(Relation rel)
 		if (attnum <= 0 ||
 			TupleDescAttr(tupdesc, attnum - 1)->atttypid != chain_columns[i].typid)
 			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
-					 errmsg("\"PaymentAuditLog\" has no column \"%s\" of type %s",
-							chain_columns[i].name,
+					(errcode(attnum <= 0 ? ERRCODE_UNDEFINED_COLUMN : ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("trigger function payment.audit_chain_trigger() needs column \"%s\" of table \"%s\" to be of type %s",
+							chain_columns[i].name, RelationGetRelationName(rel),
 							format_type_be(chain_columns[i].typid))));
 		chain_attrs.att[i] = (AttrNumber) attnum;
 	}
@@ -382,8 +382,9 @@ chain_load_attrs(Relation rel)
 	if (chain_attrs.att_rowhash <= 0 ||
 		TupleDescAttr(tupdesc, chain_attrs.att_rowhash - 1)->atttypid != BYTEAOID)
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
-				 errmsg("\"PaymentAuditLog\" has no column \"RowHash\" of type bytea")));
+				(errcode(chain_attrs.att_rowhash <= 0 ? ERRCODE_UNDEFINED_COLUMN : ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("trigger function payment.audit_chain_trigger() needs column \"RowHash\" of table \"%s\" to be of type bytea",
+						RelationGetRelationName(rel))));
 	chain_attrs.relid = RelationGetRelid(rel);
 	chain_attrs.valid = true;
 }
