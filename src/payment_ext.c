@@ -27,6 +27,7 @@
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "commands/trigger.h"
 #include "storage/proc.h"
@@ -354,6 +355,35 @@ pe_trigger_columns(Relation rel, const char *trigger,
 					 errtablecol(rel, attnum)));
 		*cols[i].attnum = attnum;
 	}
+}
+
+/*
+ * pe_clip_chars
+ *		A palloc'd copy of s with at most maxchars characters (a varchar(n)
+ *		counts characters), never cut inside one.
+ */
+char *
+pe_clip_chars(const char *s, int maxchars)
+{
+	return pnstrdup(s, pg_mbcharcliplen(s, strlen(s), maxchars));
+}
+
+/*
+ * pe_strlcpy_mb
+ *		strlcpy into dst (size bytes, size > 0) that cuts src on a character
+ *		boundary of the database encoding.  Never raises: usable under a
+ *		spinlock's caller and in the worker's status paths.
+ */
+void
+pe_strlcpy_mb(char *dst, const char *src, size_t size)
+{
+	size_t		len = strlen(src);
+	size_t		n = len;
+
+	if (len >= size)
+		n = pg_mbcliplen(src, (int) len, (int) size - 1);
+	memcpy(dst, src, n);
+	dst[n] = '\0';
 }
 
 /* Raise 22004 if argument argno (named name) of the call is NULL. */

@@ -137,6 +137,13 @@ extern void pe_trigger_columns(Relation rel, const char *trigger,
 							   const PeTriggerColumn *cols, int n, bool cached);
 extern bool pe_attnum_has_type(TupleDesc td, int attnum, Oid typid);
 
+/*
+ * Text bounded for a column or a buffer, cut on a character boundary (a
+ * byte cut can split a multi-byte character and store invalid text).
+ */
+extern char *pe_clip_chars(const char *s, int maxchars);
+extern void pe_strlcpy_mb(char *dst, const char *src, size_t size);
+
 /* state.c */
 typedef struct PeFixedColumn
 {

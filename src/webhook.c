@@ -456,7 +456,7 @@ pe_handle_webhook(PG_FUNCTION_ARGS)
 	else
 		nulls[2] = 'n';
 	if (api_version != NULL)
-		args[3] = CStringGetTextDatum(pnstrdup(api_version, 64));
+		args[3] = CStringGetTextDatum(pe_clip_chars(api_version, 64));
 	else
 		nulls[3] = 'n';
 	if (livemode != NULL && (strcmp(livemode, "true") == 0 || strcmp(livemode, "false") == 0))
@@ -490,7 +490,7 @@ pe_handle_webhook(PG_FUNCTION_ARGS)
 	else
 		nulls[3] = 'n';
 	if (ev.object_status != NULL)
-		args[4] = CStringGetTextDatum(pnstrdup(ev.object_status, 64));
+		args[4] = CStringGetTextDatum(pe_clip_chars(ev.object_status, 64));
 	else
 		nulls[4] = 'n';
 	args[5] = BoolGetDatum(ev.applied);

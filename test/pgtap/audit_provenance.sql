@@ -113,7 +113,7 @@ SET LOCAL ROLE payment_admin;
 UPDATE "Payments" SET "Metadata" = '{"step": 7}' WHERE "Id" = '40000000-0000-0000-0000-000000000001';
 RESET ROLE;
 -- a SECURITY DEFINER call: the function's owner makes the change
-SELECT payment.refund('40000000-0000-0000-0000-000000000001', 5, 'refund step eight', '10000000-0000-0000-0000-000000000001');
+SELECT payment.refund('40000000-0000-0000-0000-000000000001', 5, 'refund step eight', '10000000-0000-0000-0000-000000000001') AS refund_id \gset
 RESET SESSION AUTHORIZATION;
 SET LOCAL ROLE payment_app;
 SET LOCAL app.current_user_id = '10000000-0000-0000-0000-000000000002';
