@@ -142,6 +142,9 @@ extern bool pe_attnum_has_type(TupleDesc td, int attnum, Oid typid);
  * byte cut can split a multi-byte character and store invalid text).
  */
 extern char *pe_clip_chars(const char *s, int maxchars);
+
+/* calls body; constraint violations re-raised without the row (payment_ext.c) */
+extern Datum pe_call_redacted(PGFunction body, struct FunctionCallInfoBaseData *fcinfo);
 extern void pe_strlcpy_mb(char *dst, const char *src, size_t size);
 
 /* state.c */
