@@ -19,7 +19,7 @@ set -uo pipefail
 source "$PE_WORK/repo/test/worker_lib.sh"
 trap w_cleanup EXIT
 
-echo "1..16"
+echo "1..17"
 
 C=w_errsec
 w_standin_start $C
@@ -66,7 +66,8 @@ w_sql $C "GRANT SELECT ON t_secret TO payment_app, payment_admin" >/dev/null
 check "last_four not four digits" 22023 "SELECT payment.save_method('$U2', $PM2, '12a4', 'Visa', 12, 2099)"
 check "an unknown card brand" 22023 "SELECT payment.save_method('$U2', $PM2, '4242', 'Maestro', 12, 2099)"
 check "an expiry year past 9999" 22023 "SELECT payment.save_method('$U2', $PM2, '4242', 'Visa', 12, 10000)"
-check "last_four too long" 22001 "SELECT payment.save_method('$U2', $PM2, '42424', 'Visa', 12, 2099)"
+check "last_four of five digits" 22023 "SELECT payment.save_method('$U2', $PM2, '42424', 'Visa', 12, 2099)"
+check "card_brand too long for its column" 22023 "SELECT payment.save_method('$U2', $PM2, '4242', repeat('Visa', 10), 12, 2099)"
 check "a user who does not exist (foreign key)" 23503 \
 	"SELECT payment.save_method('10000000-0000-0000-0000-0000000000ff', $PM2, '4242', 'Visa', 12, 2099)"
 
@@ -74,7 +75,7 @@ check "a user who does not exist (foreign key)" 23503 \
 w_sql $C "ALTER TABLE \"PaymentMethods\" ADD CONSTRAINT pe_test_no_discover CHECK (\"CardBrand\" <> 'Discover')" >/dev/null
 check "a CHECK a DBA added to \"PaymentMethods\" (the row holds the sealed id)" 23514 \
 	"SELECT payment.save_method('$U2', $PM2, '4242', 'Discover', 12, 2099)"
-w_sql $C "ALTER TABLE payment.outbox ADD CONSTRAINT pe_test_no_create CHECK (kind <> 'payment_intent.create')" >/dev/null
+w_sql $C "ALTER TABLE payment.outbox ADD CONSTRAINT pe_test_no_create CHECK (kind <> 'payment_intent.create') NOT VALID" >/dev/null
 check "a CHECK a DBA added to payment.outbox (the request holds the sealed id)" 23514 \
 	"SELECT payment.create('$(w_reg 2)', '$U2', 40, stripe_payment_method => $PM2)"
 w_sql $C "ALTER TABLE payment.outbox DROP CONSTRAINT pe_test_no_create;
@@ -83,14 +84,14 @@ ALTER TABLE payment.outbox ALTER COLUMN pe_test_note DROP DEFAULT" >/dev/null
 check "a NOT NULL a DBA added to payment.outbox" 23502 \
 	"SELECT payment.create('$(w_reg 2)', '$U2', 40, stripe_payment_method => $PM2)"
 w_sql $C "ALTER TABLE payment.outbox DROP COLUMN pe_test_note" >/dev/null
-# a Failed payment of user 4 with a sealed PaymentIntent id, retried by an admin
+# a Failed payment of user 4 with a sealed PaymentIntent id, resolved by an admin
 PF=50000000-0000-0000-0000-000000000004
 w_sql $C "INSERT INTO \"Payments\" (\"Id\", \"EventRegistrationId\", \"UserId\", \"AmountValue\", \"Status\", \"PaymentMethodType\", \"Metadata\", \"EncryptedStripePaymentIntentId\")
 VALUES ('$PF', '$(w_reg 4)', '$(w_user 4)', 40, 2, 1, '{\"noretry\": 1}',
         payment.encrypt((SELECT value FROM t_secret WHERE name = 'pm1') || '_as_pi', 'Payments.EncryptedStripePaymentIntentId:$PF'));
-ALTER TABLE \"Payments\" ADD CONSTRAINT pe_test_no_retry CHECK (NOT (\"Status\" = 0 AND \"Metadata\" ? 'noretry'))" >/dev/null
-check "a CHECK a DBA added to \"Payments\", on payment.retry (the row holds a sealed id)" 23514 \
-	"SELECT payment.retry('$PF')" payment_admin
+ALTER TABLE \"Payments\" ADD CONSTRAINT pe_test_no_resolve CHECK (NOT (\"Status\" = 1 AND \"Metadata\" ? 'noretry'))" >/dev/null
+check "a CHECK a DBA added to \"Payments\", on payment.resolve (the row holds a sealed id)" 23514 \
+	"SELECT payment.resolve('$PF', 1, 'Stripe shows it charged after all')" payment_admin
 
 # --- other users' rows ---------------------------------------------------------------------
 check "another user's idempotency key, other arguments" 23505 \
