@@ -5,7 +5,6 @@
 -- detection by payment.verify_audit.
 --
 \set VERBOSITY terse
-SET timezone = 'UTC';
 SET application_name = 'audit-test';
 
 -- empty tables to start from (superuser); audit row ids made predictable
@@ -81,7 +80,10 @@ SELECT count(*) AS rows_for_a_no_op FROM new_rows();
 -- PaymentCompleted
 UPDATE "Payments" SET "Status" = 1, "ProcessedAt" = '2026-01-01 10:02+00'
  WHERE "Id" = '40000000-0000-0000-0000-000000000001';
-SELECT "ActionType", "ActionDescription", "OldValues" - 'UpdatedAt' AS "OldValues", "NewValues" - 'UpdatedAt' AS "NewValues"
+-- (a timestamp is written in the writer's TimeZone: shown as the instant it is)
+SELECT "ActionType", "ActionDescription", "OldValues" - 'UpdatedAt' AS "OldValues",
+       "NewValues" - '{UpdatedAt,ProcessedAt}'::text[] AS "NewValues",
+       ("NewValues"->>'ProcessedAt')::timestamptz = '2026-01-01 10:02+00' AS processed_at_kept
   FROM "PaymentAuditLog" WHERE right("Id"::text, 2)::int > (SELECT n FROM seen);
 SELECT mark();
 

@@ -3,7 +3,6 @@
 -- through the functions and by plain INSERT/UPDATE
 --
 \set VERBOSITY terse
-SET timezone = 'UTC';
 
 INSERT INTO "Users" ("Id", "SceneName", "Email")
 SELECT ('11000000-0000-0000-0000-' || lpad(i::text, 12, '0'))::uuid, 'u' || i, 'u' || i || '@example.org'

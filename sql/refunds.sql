@@ -3,7 +3,6 @@
 -- by plain INSERT/UPDATE
 --
 \set VERBOSITY terse
-SET timezone = 'UTC';
 
 -- a Completed 36.00 USD payment (p1) and a Pending one (p2), from payments.sql's data
 SELECT "Id" AS p1 FROM "Payments" WHERE "EventRegistrationId" = '31000000-0000-0000-0000-000000000004' \gset

@@ -5,7 +5,6 @@
 -- data that gives every one of them a non-empty result.
 --
 \set VERBOSITY terse
-SET timezone = 'UTC';
 
 -- seed: 40 users, two events, one registration per (event, user)
 INSERT INTO "Users" ("Id", "SceneName", "Email")
@@ -137,7 +136,11 @@ LEFT JOIN "Events" e ON p."EventRegistrationId" = e."Id"
 WHERE p."UserId" = $1
 ORDER BY p."CreatedAt" DESC
 LIMIT 50;
+-- the query shows timestamptz values in the session's zone: pinned to UTC
+-- for this one display, so the output is the same in every zone
+SET TimeZone = 'UTC';
 EXECUTE user_payment_history('10000000-0000-0000-0000-000000000013');
+RESET TimeZone;
 
 -- ---------------------------------------------------------------------------
 -- 4. Refund Processing

@@ -102,10 +102,10 @@ SELECT try($q$INSERT INTO "PaymentMethods" ("Id", "UserId", "EncryptedStripePaym
 -- a stored row that has since expired (as after a restore) stays, and may be
 -- updated in other columns; moving its expiry into the past is refused
 ALTER TABLE "PaymentMethods" DISABLE TRIGGER "TR_PaymentMethods_Expiry";
-UPDATE "PaymentMethods" SET "ExpiryYear" = 2021 WHERE "Id" = '50000000-0000-0000-0000-000000000001';
+UPDATE "PaymentMethods" SET "ExpiryMonth" = 6, "ExpiryYear" = 2021 WHERE "Id" = '50000000-0000-0000-0000-000000000001';
 ALTER TABLE "PaymentMethods" ENABLE ALWAYS TRIGGER "TR_PaymentMethods_Expiry";
 UPDATE "PaymentMethods" SET "IsActive" = false WHERE "Id" = '50000000-0000-0000-0000-000000000001';
-SELECT try($q$UPDATE "PaymentMethods" SET "ExpiryYear" = 2022 WHERE "Id" = '50000000-0000-0000-0000-000000000001'$q$);  -- expiry moved into the past
+SELECT try($q$UPDATE "PaymentMethods" SET "ExpiryMonth" = 11, "ExpiryYear" = 2022 WHERE "Id" = '50000000-0000-0000-0000-000000000001'$q$);  -- expiry moved into the past
 SELECT "ExpiryYear", "IsActive" FROM "PaymentMethods" ORDER BY "Id";
 
 -- the expiry trigger is ALWAYS: replica mode does not switch it off

@@ -8,7 +8,6 @@
 -- concurrent writes by test/t/vault_rotate.sh.
 --
 \set VERBOSITY terse
-SET timezone = 'UTC';
 
 -- opens(sealed, context): 'opened' or the SQLSTATE of the refusal, with a
 -- check that the message and detail never carry the value (a test helper)

@@ -8,7 +8,6 @@
 -- move with the clock.
 --
 \set VERBOSITY terse
-SET timezone = 'UTC';
 
 -- empty tables to start from (superuser)
 TRUNCATE "PaymentAuditLog", payment.audit_chain_heads, "PaymentMethods", "PaymentRefunds",

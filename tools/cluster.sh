@@ -113,7 +113,7 @@ shared_buffers = 256MB
 log_line_prefix = '%m [%p] %q%a '
 log_min_messages = warning
 lc_messages = 'C'
-timezone = 'UTC'
+timezone = '${PE_SERVER_TZ:-UTC}'
 EOF
 }
 
@@ -136,13 +136,32 @@ pe_cluster_start() {
 	[ -f "$PE_WORK/$name.keyring" ] || pe_keyring_create "$PE_WORK/$name.keyring"
 	[ -f "$PE_WORK/$name.stripe_key" ] || pe_stripe_key_create "$PE_WORK/$name.stripe_key"
 	PE_CLUSTERS+=("$name")
-	"$PE_BIN/pg_ctl" -D "$data" -l "$PE_WORK/$name.log" -w -t 60 start >/dev/null || {
+	# PE_FAKETIME=EPOCH: the whole cluster's clock moved (libfaketime, an
+	# offset computed now, so the postmaster and every backend it forks
+	# share one clock that starts at EPOCH and goes on ticking); monotonic
+	# clocks, which time waits and timeouts, stay real.
+	local clock=()
+	if [ -n "${PE_FAKETIME:-}" ]; then
+		clock=(env LD_PRELOAD="$(pe_libfaketime)" FAKETIME="$(printf %+d $((PE_FAKETIME - $(date +%s))))"
+			FAKETIME_DONT_FAKE_MONOTONIC=1 FAKETIME_DONT_RESET=1)
+	fi
+	"${clock[@]}" "$PE_BIN/pg_ctl" -D "$data" -l "$PE_WORK/$name.log" -w -t 60 start >/dev/null || {
 		cat "$PE_WORK/$name.log" >&2
 		return 1
 	}
 	if [ "$name" = main ]; then
 		export PGHOST="$PE_WORK/main.sock" PGPORT=5432 PGUSER=postgres
 	fi
+}
+
+# pe_libfaketime: the path of Debian's libfaketime (package libfaketime)
+pe_libfaketime() {
+	local f
+	for f in /usr/lib/*/faketime/libfaketime.so.1 /usr/lib/faketime/libfaketime.so.1; do
+		[ -e "$f" ] && { echo "$f"; return 0; }
+	done
+	echo "libfaketime not found (apt-get install libfaketime)" >&2
+	return 1
 }
 
 # pe_cluster_stop NAME [mode]
