@@ -193,6 +193,7 @@ audit_xact_callback(XactEvent event, void *arg)
 			audit_known_user.pending = false;
 			audit_known_user.locked = false;
 			pe_audit_chain_clear_prelocked();
+			pe_audit_chain_writer_at_abort(InvalidSubTransactionId);
 			pe_audit_store_at_xact_end(InvalidSubTransactionId);
 			break;
 		default:
@@ -215,6 +216,7 @@ audit_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
 		}
 		audit_known_user.locked = false;	/* perhaps taken in there */
 		pe_audit_chain_clear_prelocked();
+		pe_audit_chain_writer_at_abort(mySubid);
 	}
 }
 
@@ -271,10 +273,61 @@ audit_require_column(AuditRelCache *entry, const char *name)
 
 	if (attnum == 0)
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
-				 errmsg("audited table \"%s\" has no column \"%s\"",
-						entry->relname, name)));
+				(errcode(ERRCODE_UNDEFINED_COLUMN),
+				 errmsg("trigger function payment.audit_row_trigger() needs column \"%s\" in table \"%s\"",
+						name, entry->relname)));
 	return attnum;
+}
+
+/*
+ * audit_check_types
+ *		The columns the trigger interprets (beyond printing them through
+ *		their output functions) must have the types it reads them as: a
+ *		trigger attached to a table of another shape is an error, never a
+ *		misread value.
+ */
+static void
+audit_check_types(Relation rel, AuditRelCache *entry)
+{
+	const struct
+	{
+		AttrNumber	attnum;
+		Oid			typid;
+	}			cols[] = {
+		{entry->att_id, UUIDOID},
+		{entry->att_payment, UUIDOID},
+		{entry->att_status, INT4OID},
+		{entry->att_metadata, JSONBOID},
+		{entry->att_updated_at, TIMESTAMPTZOID},
+		{entry->att_amount, NUMERICOID},
+		{entry->att_currency, TEXTOID},
+		{entry->att_pct, NUMERICOID},
+		{entry->att_refund_amount, NUMERICOID},
+		{entry->att_failure_code, TEXTOID},
+		{entry->att_retry, INT4OID},
+		{entry->att_brand, TEXTOID},
+		{entry->att_last4, TEXTOID},
+		{entry->att_exp_month, INT4OID},
+		{entry->att_exp_year, INT4OID}
+	};
+	TupleDesc	td = RelationGetDescr(rel);
+	int			i;
+
+	for (i = 0; i < (int) lengthof(cols); i++)
+	{
+		AttrNumber	attnum = cols[i].attnum;
+
+		if (attnum == 0 || pe_attnum_has_type(td, attnum, cols[i].typid))
+			continue;
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("trigger function payment.audit_row_trigger() needs column \"%s\" of table \"%s\" to be of type %s",
+						NameStr(TupleDescAttr(td, attnum - 1)->attname),
+						RelationGetRelationName(rel), format_type_be(cols[i].typid)),
+				 errdetail("The column is of type %s.",
+						   format_type_be(TupleDescAttr(td, attnum - 1)->atttypid)),
+				 errtablecol(rel, attnum)));
+	}
 }
 
 /*
@@ -358,6 +411,16 @@ audit_rel_cache(Relation rel)
 	entry->att_updated_at = audit_find_column(entry, "UpdatedAt");
 	entry->att_payment = 0;
 	entry->att_status = 0;
+	entry->att_amount = 0;
+	entry->att_currency = 0;
+	entry->att_pct = 0;
+	entry->att_refund_amount = 0;
+	entry->att_failure_code = 0;
+	entry->att_retry = 0;
+	entry->att_brand = 0;
+	entry->att_last4 = 0;
+	entry->att_exp_month = 0;
+	entry->att_exp_year = 0;
 	switch (kind)
 	{
 		case AUDIT_PAYMENTS:
@@ -386,6 +449,7 @@ audit_rel_cache(Relation rel)
 			entry->att_exp_year = audit_find_column(entry, "ExpiryYear");
 			break;
 	}
+	audit_check_types(rel, entry);
 	entry->valid = true;
 	return entry;
 }
@@ -680,6 +744,10 @@ audit_write(AuditEntry *e, Oid nspid)
 	pg_uuid_t  *user_id = NULL;
 	pg_uuid_t	locked;
 	bool		direct = false;
+	bool		bnulls[AUDIT_INSERT_NARGS];
+	AuditWriter writer;
+	const AuditWriter *prev_writer;
+	int			i;
 	int			ret;
 
 	audit_init();
@@ -761,6 +829,18 @@ audit_write(AuditEntry *e, Oid nspid)
 	}
 
 	/*
+	 * The provenance computed above, before the switch to the log's owner:
+	 * the chain link sets the row's provenance columns from it, on either
+	 * path (audit.h).
+	 */
+	for (i = 0; i < AUDIT_INSERT_NARGS; i++)
+		bnulls[i] = (nulls[i] == 'n');
+	writer.values = values;
+	writer.nulls = bnulls;
+	writer.subid = GetCurrentSubTransactionId();
+	prev_writer = pe_audit_chain_swap_writer(&writer);
+
+	/*
 	 * The direct write (audit_store.c): the row's foreign keys cannot fail.
 	 * Its payment is locked (the change holds the lock, or it is taken
 	 * now), and then its user is NULL, referenced by an audit row this
@@ -770,8 +850,6 @@ audit_write(AuditEntry *e, Oid nspid)
 	 */
 	{
 		Relation	logrel;
-		bool		snulls[AS_NCOLUMNS];
-		int			i;
 
 		StaticAssertStmt(AS_NCOLUMNS == AUDIT_INSERT_NARGS,
 						 "the direct write and the SPI INSERT take the same columns");
@@ -788,9 +866,7 @@ audit_write(AuditEntry *e, Oid nspid)
 		}
 		if (logrel != NULL)
 		{
-			for (i = 0; i < AS_NCOLUMNS; i++)
-				snulls[i] = (nulls[i] == 'n');
-			pe_audit_store_write(logrel, values, snulls);
+			pe_audit_store_write(logrel, values, bnulls);
 			direct = true;
 		}
 	}
@@ -801,6 +877,7 @@ audit_write(AuditEntry *e, Oid nspid)
 			elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
 	}
 	pe_audit_chain_clear_prelocked();
+	(void) pe_audit_chain_swap_writer(prev_writer);
 
 	SetUserIdAndSecContext(save_userid, save_sec);
 	if (SPI_finish() != SPI_OK_FINISH)

@@ -59,6 +59,27 @@ extern void pe_audit_system_action(const char *table_name,
 extern void pe_audit_chain_set_prelocked(const pg_uuid_t *payment_id);
 extern void pe_audit_chain_clear_prelocked(void);
 
+/*
+ * Provenance of audit rows.  Who wrote a row ("SessionUser",
+ * "CurrentUser", "UserId", "IpAddress", "UserAgent") and when ("CreatedAt")
+ * are set by pe_audit_chain_link from the server's own state, never taken
+ * from the INSERT: audit.c's writer registers what it computed before it
+ * switched to the log's owner (values and nulls in AuditStoreColumn order,
+ * see audit_int.h) for the duration of its insert; any other insert gets
+ * the session's own roles and request context, and no application user.
+ * pe_audit_chain_swap_writer returns the previous registration (restore it
+ * afterwards); (sub)transaction abort forgets registrations made in it.
+ */
+typedef struct AuditWriter
+{
+	const Datum *values;
+	const bool *nulls;
+	SubTransactionId subid;
+} AuditWriter;
+
+extern const AuditWriter *pe_audit_chain_swap_writer(const AuditWriter *writer);
+extern void pe_audit_chain_writer_at_abort(SubTransactionId subid);
+
 /* audit_chain.c, for the audit trigger's direct write (audit_store.c) */
 extern bool pe_audit_chain_lock_payment(Relation rel, const pg_uuid_t *payment);
 extern void pe_audit_chain_link(Relation rel, Datum *values, bool *nulls);

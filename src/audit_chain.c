@@ -22,6 +22,14 @@
  * for text and jsonb.)  payment.audit_chain_heads holds each chain's newest
  * sequence number and hash, so rows removed from the end are noticed too.
  *
+ * Who wrote a row and when ("SessionUser", "CurrentUser", "UserId",
+ * "IpAddress", "UserAgent", "CreatedAt") is set here from the server's own
+ * state, on both paths (the trigger and the audit writer's direct write),
+ * whatever the INSERT said: see chain_set_provenance.  payment.verify_audit
+ * also requires every payment and saved payment method that exists to have
+ * a chain that starts with the row of its creation, so deleting a whole
+ * chain and its head does not go unnoticed.
+ *
  * Invariants:
  *	- Appends to one chain are serialised for the rest of the appending
  *	  transaction: a payment's chain by that payment's row lock (FOR NO KEY
@@ -84,6 +92,7 @@
 #include "utils/uuid.h"
 
 #include "audit.h"
+#include "audit_int.h"
 #include "payment_ext.h"
 
 /* ---------------------------------------------------------------------------
@@ -126,7 +135,13 @@ static const ChainColumn chain_columns[] = {
 #define CHAIN_NCOLUMNS		lengthof(chain_columns)
 #define CHAIN_COL_ID		0
 #define CHAIN_COL_PAYMENT	1
+#define CHAIN_COL_USER		2
+#define CHAIN_COL_IP		7
+#define CHAIN_COL_AGENT		8
+#define CHAIN_COL_CREATED	9
 #define CHAIN_COL_ROW		11
+#define CHAIN_COL_SESSION	12
+#define CHAIN_COL_CURRENT	13
 #define CHAIN_COL_SEQ		14
 #define CHAIN_COL_PREV		15
 
@@ -160,6 +175,9 @@ static pg_uuid_t chain_prelocked;
 
 static EVP_MD *chain_sha256 = NULL;
 
+/* the audit writer's provenance while it inserts (see audit.h) */
+static const AuditWriter *chain_writer = NULL;
+
 /* ---------------------------------------------------------------------------
  * State helpers
  * ---------------------------------------------------------------------------
@@ -176,6 +194,24 @@ void
 pe_audit_chain_clear_prelocked(void)
 {
 	chain_prelocked_valid = false;
+}
+
+const AuditWriter *
+pe_audit_chain_swap_writer(const AuditWriter *writer)
+{
+	const AuditWriter *prev = chain_writer;
+
+	chain_writer = writer;
+	return prev;
+}
+
+/* Abort of subtransaction subid (InvalidSubTransactionId: the transaction). */
+void
+pe_audit_chain_writer_at_abort(SubTransactionId subid)
+{
+	if (subid == InvalidSubTransactionId ||
+		(chain_writer != NULL && chain_writer->subid >= subid))
+		chain_writer = NULL;
 }
 
 void
@@ -336,9 +372,9 @@ chain_load_attrs(Relation rel)
 		if (attnum <= 0 ||
 			TupleDescAttr(tupdesc, attnum - 1)->atttypid != chain_columns[i].typid)
 			ereport(ERROR,
-					(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
-					 errmsg("\"PaymentAuditLog\" has no column \"%s\" of type %s",
-							chain_columns[i].name,
+					(errcode(attnum <= 0 ? ERRCODE_UNDEFINED_COLUMN : ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("trigger function payment.audit_chain_trigger() needs column \"%s\" of table \"%s\" to be of type %s",
+							chain_columns[i].name, RelationGetRelationName(rel),
 							format_type_be(chain_columns[i].typid))));
 		chain_attrs.att[i] = (AttrNumber) attnum;
 	}
@@ -346,8 +382,9 @@ chain_load_attrs(Relation rel)
 	if (chain_attrs.att_rowhash <= 0 ||
 		TupleDescAttr(tupdesc, chain_attrs.att_rowhash - 1)->atttypid != BYTEAOID)
 		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
-				 errmsg("\"PaymentAuditLog\" has no column \"RowHash\" of type bytea")));
+				(errcode(chain_attrs.att_rowhash <= 0 ? ERRCODE_UNDEFINED_COLUMN : ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("trigger function payment.audit_chain_trigger() needs column \"RowHash\" of table \"%s\" to be of type bytea",
+						RelationGetRelationName(rel))));
 	chain_attrs.relid = RelationGetRelid(rel);
 	chain_attrs.valid = true;
 }
@@ -618,6 +655,64 @@ pe_audit_chain_lock_payment(Relation rel, const pg_uuid_t *payment)
 }
 
 /*
+ * chain_set_provenance
+ *		Overwrite who wrote the row and when (hashed columns, chain_columns[]
+ *		order) with the server's own state: the audit writer's registration
+ *		(what it computed before it switched to the log's owner), else this
+ *		session's roles and request context, with no application user (an
+ *		insert that does not come from the audit trigger attests none).
+ *		"CreatedAt" is the transaction's start, as the column default.
+ *		Whatever the INSERT put in these columns is discarded.
+ */
+static void
+chain_set_provenance(Datum *hvalues, bool *hnulls)
+{
+	static const struct
+	{
+		int			chain_col;
+		AuditStoreColumn store_col;
+	}			map[] = {
+		{CHAIN_COL_USER, AS_USER_ID},
+		{CHAIN_COL_IP, AS_IP_ADDRESS},
+		{CHAIN_COL_AGENT, AS_USER_AGENT},
+		{CHAIN_COL_SESSION, AS_SESSION_USER},
+		{CHAIN_COL_CURRENT, AS_CURRENT_USER}
+	};
+	int			i;
+
+	if (chain_writer != NULL)
+	{
+		for (i = 0; i < (int) lengthof(map); i++)
+		{
+			hvalues[map[i].chain_col] = chain_writer->values[map[i].store_col];
+			hnulls[map[i].chain_col] = chain_writer->nulls[map[i].store_col];
+		}
+	}
+	else
+	{
+		AuditRequest req;
+
+		pe_audit_read_request(&req);
+		hvalues[CHAIN_COL_USER] = (Datum) 0;
+		hnulls[CHAIN_COL_USER] = true;
+		hvalues[CHAIN_COL_IP] = req.ip;
+		hnulls[CHAIN_COL_IP] = req.ip_isnull;
+		hnulls[CHAIN_COL_AGENT] = (req.user_agent == NULL);
+		hvalues[CHAIN_COL_AGENT] = req.user_agent != NULL ?
+			CStringGetTextDatum(req.user_agent) : (Datum) 0;
+		hvalues[CHAIN_COL_SESSION] =
+			CStringGetTextDatum(pe_audit_role_name(GetSessionUserId()));
+		hnulls[CHAIN_COL_SESSION] = false;
+		hvalues[CHAIN_COL_CURRENT] =
+			CStringGetTextDatum(pe_audit_role_name(GetUserId()));
+		hnulls[CHAIN_COL_CURRENT] = false;
+	}
+	hvalues[CHAIN_COL_CREATED] =
+		TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	hnulls[CHAIN_COL_CREATED] = false;
+}
+
+/*
  * pe_audit_chain_link
  *		Link the "PaymentAuditLog" row values/nulls (rel's attribute order)
  *		into its chain: set "ChainSeq", "PrevHash" and "RowHash" in place
@@ -676,12 +771,13 @@ pe_audit_chain_link(Relation rel, Datum *values, bool *nulls)
 	have_prev = found;
 	seq = found ? seq + 1 : 1;
 
-	/* this row's position and predecessor, then its hash */
+	/* who wrote it, this row's position and predecessor, then its hash */
 	for (i = 0; i < (int) CHAIN_NCOLUMNS; i++)
 	{
 		hvalues[i] = values[chain_attrs.att[i] - 1];
 		hnulls[i] = nulls[chain_attrs.att[i] - 1];
 	}
+	chain_set_provenance(hvalues, hnulls);
 	hvalues[CHAIN_COL_SEQ] = Int64GetDatum(seq);
 	hnulls[CHAIN_COL_SEQ] = false;
 	hvalues[CHAIN_COL_PREV] =
@@ -693,6 +789,16 @@ pe_audit_chain_link(Relation rel, Datum *values, bool *nulls)
 	chain_head_store(heads, &chain, found, &tid, seq, hash);
 	table_close(heads, NoLock);
 
+	for (i = 0; i < (int) CHAIN_NCOLUMNS; i++)
+	{
+		if (i == CHAIN_COL_USER || i == CHAIN_COL_IP || i == CHAIN_COL_AGENT ||
+			i == CHAIN_COL_CREATED || i == CHAIN_COL_SESSION ||
+			i == CHAIN_COL_CURRENT)
+		{
+			values[chain_attrs.att[i] - 1] = hvalues[i];
+			nulls[chain_attrs.att[i] - 1] = hnulls[i];
+		}
+	}
 	values[chain_attrs.att[CHAIN_COL_SEQ] - 1] = hvalues[CHAIN_COL_SEQ];
 	nulls[chain_attrs.att[CHAIN_COL_SEQ] - 1] = false;
 	values[chain_attrs.att[CHAIN_COL_PREV] - 1] = hvalues[CHAIN_COL_PREV];
@@ -703,8 +809,8 @@ pe_audit_chain_link(Relation rel, Datum *values, bool *nulls)
 
 /*
  * Trigger function: BEFORE INSERT FOR EACH ROW on "PaymentAuditLog".  Sets
- * "ChainSeq", "PrevHash" and "RowHash" (whatever the inserter put there)
- * and advances the chain's head.
+ * "ChainSeq", "PrevHash" and "RowHash" and the provenance columns
+ * (whatever the inserter put there) and advances the chain's head.
  */
 PG_FUNCTION_INFO_V1(pe_audit_chain_trigger);
 Datum
@@ -904,6 +1010,71 @@ verify_report_lost(const pg_uuid_t *chain, int64 seq)
 			 errdetail("Its head records position " INT64_FORMAT ".", seq)));
 }
 
+/*
+ * verify_creations
+ *		Every row of "Payments" and "PaymentMethods" (or only target, when
+ *		not NULL) must have a chain that starts with the row of its creation:
+ *		position 1 of its chain, "TableName" the row's table and "RowId" the
+ *		row.  A chain deleted with its head leaves nothing else to notice.
+ *		False, with a NOTICE per row, when one has none.  Caller is connected
+ *		to SPI; log is the quoted, qualified "PaymentAuditLog".
+ */
+static bool
+verify_creations(const char *log, pg_uuid_t *target)
+{
+	const char *schema = pe_extension_schema();
+	StringInfoData sql;
+	Oid			uuidarg[1] = {UUIDOID};
+	Datum		arg = target != NULL ? UUIDPGetDatum(target) : (Datum) 0;
+	bool		ok = true;
+	uint64		r;
+	int			ret;
+
+	initStringInfo(&sql);
+	appendStringInfo(&sql,
+					 "SELECT 'payment', p.\"Id\" FROM %s p "
+					 "WHERE %s NOT EXISTS (SELECT 1 FROM %s a "
+					 "WHERE a.\"PaymentId\" OPERATOR(pg_catalog.=) p.\"Id\" "
+					 "AND a.\"ChainSeq\" OPERATOR(pg_catalog.=) 1::pg_catalog.int8 "
+					 "AND a.\"TableName\" OPERATOR(pg_catalog.=) 'Payments'::pg_catalog.text "
+					 "AND a.\"RowId\" OPERATOR(pg_catalog.=) p.\"Id\") "
+					 "UNION ALL "
+					 "SELECT 'saved payment method', m.\"Id\" FROM %s m "
+					 "WHERE %s NOT EXISTS (SELECT 1 FROM %s a "
+					 "WHERE a.\"PaymentId\" IS NULL "
+					 "AND a.\"RowId\" OPERATOR(pg_catalog.=) m.\"Id\" "
+					 "AND a.\"ChainSeq\" OPERATOR(pg_catalog.=) 1::pg_catalog.int8 "
+					 "AND a.\"TableName\" OPERATOR(pg_catalog.=) 'PaymentMethods'::pg_catalog.text) "
+					 "ORDER BY 1, 2",
+					 quote_qualified_identifier(schema, "Payments"),
+					 target != NULL ? "p.\"Id\" OPERATOR(pg_catalog.=) $1 AND" : "",
+					 log,
+					 quote_qualified_identifier(schema, "PaymentMethods"),
+					 target != NULL ? "m.\"Id\" OPERATOR(pg_catalog.=) $1 AND" : "",
+					 log);
+	ret = SPI_execute_with_args(sql.data, target != NULL ? 1 : 0, uuidarg,
+								&arg, NULL, true, 0);
+	if (ret != SPI_OK_SELECT)
+		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(ret));
+	for (r = 0; r < SPI_processed; r++)
+	{
+		bool		isnull;
+		char	   *what = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
+
+		ereport(NOTICE,
+				(errcode(ERRCODE_DATA_CORRUPTED),
+				 errmsg("%s %s has no audit chain starting with its creation", what,
+						verify_uuid_text(DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[r],
+																	 SPI_tuptable->tupdesc, 2,
+																	 &isnull)))),
+				 errdetail("The rows of its chain were removed (with the chain's head, or from its start).")));
+		ok = false;
+	}
+	SPI_freetuptable(SPI_tuptable);
+	pfree(sql.data);
+	return ok;
+}
+
 /* SQL function: payment.verify_audit(uuid DEFAULT NULL) returns boolean */
 PG_FUNCTION_INFO_V1(pe_verify_audit);
 Datum
@@ -1056,6 +1227,10 @@ pe_verify_audit(PG_FUNCTION_ARGS)
 			ok = false;
 		}
 	}
+
+	/* every payment and saved method that exists has its chain */
+	if (!verify_creations(log, all ? NULL : target))
+		ok = false;
 
 	MemoryContextDelete(rowcxt);
 	SPI_freeplan(head_plan);

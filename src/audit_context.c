@@ -16,7 +16,8 @@
  * Invariants:
  *	- Nothing here raises for bad settings: the parsers check before they
  *	  call the type input functions.
- *	- Role names are cached by OID and forgotten on any pg_authid change.
+ *	- Role names are cached by OID and forgotten on any pg_authid change;
+ *	  callers get copies, never pointers into the cache.
  *	- The refusal line never holds the refused value: callers pass fixed
  *	  texts, and the line is emitted without the STATEMENT.
  *
@@ -258,7 +259,13 @@ pe_audit_read_request(AuditRequest *req)
 		audit_clip(ua, AUDIT_USER_AGENT_MAX_BYTES) : NULL;
 }
 
-/* Name of a role, from a two-entry cache (no catalog access when warm). */
+/*
+ * Name of a role, from a two-entry cache (no catalog access when warm).
+ * The result is a palloc'd copy in the caller's memory context: the next
+ * lookup may evict the very slot a name came from (session_user hit, then
+ * current_user missed), so a pointer into the cache would change under the
+ * caller.
+ */
 const char *
 pe_audit_role_name(Oid roleid)
 {
@@ -273,7 +280,7 @@ pe_audit_role_name(Oid roleid)
 	for (i = 0; i < 2; i++)
 	{
 		if (audit_role_oid[i] == roleid && OidIsValid(roleid))
-			return audit_role_name_buf[i];
+			return pstrdup(audit_role_name_buf[i]);
 	}
 	i = audit_role_next;
 	audit_role_next = (audit_role_next + 1) % 2;
@@ -283,7 +290,7 @@ pe_audit_role_name(Oid roleid)
 	else
 		snprintf(audit_role_name_buf[i], NAMEDATALEN, "role %u", roleid);
 	audit_role_oid[i] = roleid;
-	return audit_role_name_buf[i];
+	return pstrdup(audit_role_name_buf[i]);
 }
 
 /*

@@ -18,7 +18,10 @@
  *	  a function or type, which the prepared expressions may have inlined);
  *	  NOT NULL and the varchar length of "ActionType" are checked;
  *	- the hash chain is linked by the same code as the chain trigger
- *	  (pe_audit_chain_link), so both paths produce identical rows;
+ *	  (pe_audit_chain_link), so both paths produce identical rows; that
+ *	  code also sets the provenance columns ("SessionUser", "CurrentUser",
+ *	  "UserId", "IpAddress", "UserAgent", "CreatedAt") from what the audit
+ *	  writer registered, never from the values passed in;
  *	- every index gets its entry (ExecInsertIndexTuples: partial-index
  *	  predicates, unique checks);
  *	- the foreign keys hold by construction: the caller (audit.c) writes a

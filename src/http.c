@@ -148,8 +148,17 @@ http_header_value(const char *h, size_t len, size_t nlen, char *out, size_t outs
 	while (len > i && (h[len - 1] == '\r' || h[len - 1] == '\n' ||
 					   h[len - 1] == ' ' || h[len - 1] == '\t'))
 		len--;
+	/*
+	 * Printable ASCII only: the value reaches the database (a failure's
+	 * details), and bytes from the network need not be valid text, nor
+	 * whole characters once cut to outsize.
+	 */
 	while (i < len && j + 1 < outsize)
-		out[j++] = h[i++];
+	{
+		unsigned char c = (unsigned char) h[i++];
+
+		out[j++] = (c >= 0x20 && c < 0x7f) ? (char) c : '?';
+	}
 	out[j] = '\0';
 }
 

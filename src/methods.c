@@ -18,6 +18,7 @@
 
 #include "access/htup_details.h"
 #include "access/xact.h"
+#include "catalog/pg_type.h"
 #include "commands/trigger.h"
 #include "executor/spi.h"
 #include "fmgr.h"
@@ -28,17 +29,19 @@
 
 /*
  * methods_get_int4
- *		Value of the int4 column "name" of tuple, raising if it is missing.
+ *		Value of the int4 column "name" of the trigger's table, raising if it
+ *		is missing or of another type.
  */
 static int32
-methods_get_int4(HeapTuple tuple, TupleDesc tupdesc, const char *name)
+methods_get_int4(HeapTuple tuple, Relation rel, const char *name)
 {
-	int			attnum = SPI_fnumber(tupdesc, name);
+	TupleDesc	tupdesc = RelationGetDescr(rel);
+	int			attnum;
 	bool		isnull;
 	Datum		value;
+	PeTriggerColumn col = {&attnum, name, INT4OID, true};
 
-	if (attnum <= 0)
-		elog(ERROR, "column \"%s\" not found in \"PaymentMethods\"", name);
+	pe_trigger_columns(rel, "payment.payment_methods_expiry_trigger()", &col, 1, false);
 	value = heap_getattr(tuple, attnum, tupdesc, &isnull);
 	if (isnull)
 		ereport(ERROR,
@@ -78,7 +81,6 @@ pe_payment_methods_expiry_trigger(PG_FUNCTION_ARGS)
 {
 	TriggerData *trigdata = (TriggerData *) fcinfo->context;
 	HeapTuple	newtuple;
-	TupleDesc	tupdesc;
 	int32		year;
 	int32		month;
 
@@ -96,20 +98,19 @@ pe_payment_methods_expiry_trigger(PG_FUNCTION_ARGS)
 	if (pe_restoring_insert(trigdata->tg_event))
 		return PointerGetDatum(trigdata->tg_trigtuple);
 
-	tupdesc = trigdata->tg_relation->rd_att;
 	newtuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
 		trigdata->tg_newtuple : trigdata->tg_trigtuple;
 
-	year = methods_get_int4(newtuple, tupdesc, "ExpiryYear");
-	month = methods_get_int4(newtuple, tupdesc, "ExpiryMonth");
+	year = methods_get_int4(newtuple, trigdata->tg_relation, "ExpiryYear");
+	month = methods_get_int4(newtuple, trigdata->tg_relation, "ExpiryMonth");
 
 	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 	{
 		HeapTuple	oldtuple = trigdata->tg_trigtuple;
 
 		/* an unchanged expiry is stored data, not new data */
-		if (year == methods_get_int4(oldtuple, tupdesc, "ExpiryYear") &&
-			month == methods_get_int4(oldtuple, tupdesc, "ExpiryMonth"))
+		if (year == methods_get_int4(oldtuple, trigdata->tg_relation, "ExpiryYear") &&
+			month == methods_get_int4(oldtuple, trigdata->tg_relation, "ExpiryMonth"))
 			return PointerGetDatum(newtuple);
 	}
 

@@ -527,7 +527,7 @@ record_payment_failed(OutboxItem *item, Outcome *o, const char *code, const char
 		return;
 	}
 
-	fcode = pnstrdup(code, OUTCOME_CODE_MAX);
+	fcode = pe_clip_chars(code, OUTCOME_CODE_MAX);
 	args[0] = fid;
 	args[1] = UUIDPGetDatum(&item->payment_id);
 	args[2] = CStringGetTextDatum(fcode);
@@ -1030,7 +1030,7 @@ pe_outbox_record_one(OutboxItem *item, OutboxTally *tally)
 			break;
 	}
 	if (o.cls != OUTCOME_SUCCESS && o.last_error != NULL)
-		strlcpy(tally->last_error, o.last_error, sizeof(tally->last_error));
+		pe_strlcpy_mb(tally->last_error, o.last_error, sizeof(tally->last_error));
 
 	/* one line per request at DEBUG1: no key, no Stripe id, no body */
 	ereport(DEBUG1,

@@ -310,11 +310,11 @@ status_set(const char *state)
 		ereport(DEBUG2,
 				(errcode(ERRCODE_SUCCESSFUL_COMPLETION),
 				 errmsg_internal("payment_ext outbox worker: %s", state)));
-	strlcpy(last, state, sizeof(last));
+	pe_strlcpy_mb(last, state, sizeof(last));
 	if (worker_shared != NULL)
 	{
 		SpinLockAcquire(&worker_shared->mutex);
-		strlcpy(worker_shared->state, state, sizeof(worker_shared->state));
+		pe_strlcpy_mb(worker_shared->state, state, sizeof(worker_shared->state));
 		SpinLockRelease(&worker_shared->mutex);
 	}
 	pgstat_report_activity(STATE_IDLE, state);
@@ -327,7 +327,7 @@ status_error(const char *text)
 	if (worker_shared == NULL)
 		return;
 	SpinLockAcquire(&worker_shared->mutex);
-	strlcpy(worker_shared->last_error, text, sizeof(worker_shared->last_error));
+	pe_strlcpy_mb(worker_shared->last_error, text, sizeof(worker_shared->last_error));
 	SpinLockRelease(&worker_shared->mutex);
 }
 
@@ -893,7 +893,7 @@ outbox_record_outcomes(void)
 					(errcode(edata->sqlerrcode),
 					 errmsg("payment_ext outbox worker: outbox row " INT64_FORMAT ": %s",
 							item->id, why)));
-			strlcpy(tally.last_error, why, sizeof(tally.last_error));
+			pe_strlcpy_mb(tally.last_error, why, sizeof(tally.last_error));
 			if (dead)
 				tally.dead++;
 			else
@@ -915,7 +915,7 @@ outbox_record_outcomes(void)
 		if (tally.successes > 0)
 			worker_shared->last_success_at = GetCurrentTimestamp();
 		if (tally.last_error[0] != '\0')
-			strlcpy(worker_shared->last_error, tally.last_error, sizeof(worker_shared->last_error));
+			pe_strlcpy_mb(worker_shared->last_error, tally.last_error, sizeof(worker_shared->last_error));
 		worker_shared->in_flight = pe_http_in_flight(http);
 		SpinLockRelease(&worker_shared->mutex);
 	}

@@ -23,9 +23,11 @@
 #include "catalog/indexing.h"
 #include "catalog/pg_extension.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "fmgr.h"
+#include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "commands/trigger.h"
 #include "storage/proc.h"
@@ -274,6 +276,168 @@ pe_check_trigger(FunctionCallInfo fcinfo, const char *name, bool before, bool ro
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("%s: must be fired %s ... FOR EACH %s", name,
 						before ? "BEFORE" : "AFTER", row ? "ROW" : "STATEMENT")));
+}
+
+/*
+ * pe_attnum_has_type
+ *		Is attnum a live column of td of type typid (TEXTOID: text or
+ *		varchar)?  No catalog access: cheap enough for every trigger call.
+ */
+bool
+pe_attnum_has_type(TupleDesc td, int attnum, Oid typid)
+{
+	Form_pg_attribute att;
+
+	if (attnum <= 0 || attnum > td->natts)
+		return false;
+	att = TupleDescAttr(td, attnum - 1);
+	if (att->attisdropped)
+		return false;
+	if (typid == TEXTOID)
+		return att->atttypid == TEXTOID || att->atttypid == VARCHAROID;
+	return att->atttypid == typid;
+}
+
+/*
+ * pe_trigger_columns
+ *		Resolve and check the columns cols[0..n-1] of rel that the trigger
+ *		function trigger reads or writes (see payment_ext.h).  With cached,
+ *		the caller's attnums are from an earlier call for the same relation
+ *		and number of columns: they are only re-checked (ALTER COLUMN ...
+ *		TYPE keeps both), and looked up again if that fails.
+ */
+void
+pe_trigger_columns(Relation rel, const char *trigger,
+				   const PeTriggerColumn *cols, int n, bool cached)
+{
+	TupleDesc	td = RelationGetDescr(rel);
+	int			i;
+
+	if (cached)
+	{
+		for (i = 0; i < n; i++)
+		{
+			int			attnum = *cols[i].attnum;
+
+			if (attnum == 0 ? cols[i].required :
+				!pe_attnum_has_type(td, attnum, cols[i].typid))
+				break;
+		}
+		if (i == n)
+			return;
+	}
+
+	for (i = 0; i < n; i++)
+	{
+		int			attnum = SPI_fnumber(td, cols[i].name);
+
+		if (attnum <= 0)
+		{
+			if (cols[i].required)
+				ereport(ERROR,
+						(errcode(ERRCODE_UNDEFINED_COLUMN),
+						 errmsg("trigger function %s needs column \"%s\" in table \"%s\"",
+								trigger, cols[i].name, RelationGetRelationName(rel)),
+						 errdetail("Table \"%s\" has no such column.",
+								   RelationGetRelationName(rel)),
+						 errhint("Attach the trigger only to the table payment_ext attached it to.")));
+			*cols[i].attnum = 0;
+			continue;
+		}
+		if (!pe_attnum_has_type(td, attnum, cols[i].typid))
+			ereport(ERROR,
+					(errcode(ERRCODE_DATATYPE_MISMATCH),
+					 errmsg("trigger function %s needs column \"%s\" of table \"%s\" to be of type %s",
+							trigger, cols[i].name, RelationGetRelationName(rel),
+							format_type_be(cols[i].typid)),
+					 errdetail("The column is of type %s.",
+							   format_type_be(TupleDescAttr(td, attnum - 1)->atttypid)),
+					 errhint("Attach the trigger only to the table payment_ext attached it to."),
+					 errtablecol(rel, attnum)));
+		*cols[i].attnum = attnum;
+	}
+}
+
+/*
+ * pe_clip_chars
+ *		A palloc'd copy of s with at most maxchars characters (a varchar(n)
+ *		counts characters), never cut inside one.
+ */
+char *
+pe_clip_chars(const char *s, int maxchars)
+{
+	return pnstrdup(s, pg_mbcharcliplen(s, strlen(s), maxchars));
+}
+
+/*
+ * pe_strlcpy_mb
+ *		strlcpy into dst (size bytes, size > 0) that cuts src on a character
+ *		boundary of the database encoding.  Never raises: usable under a
+ *		spinlock's caller and in the worker's status paths.
+ */
+void
+pe_strlcpy_mb(char *dst, const char *src, size_t size)
+{
+	size_t		len = strlen(src);
+	size_t		n = len;
+
+	if (len >= size)
+		n = pg_mbcliplen(src, (int) len, (int) size - 1);
+	memcpy(dst, src, n);
+	dst[n] = '\0';
+}
+
+/*
+ * pe_call_redacted
+ *		Call body(fcinfo), the body of a SECURITY DEFINER function that writes
+ *		the payment tables.  An integrity constraint violation raised by
+ *		PostgreSQL inside it (CHECK, NOT NULL, unique, exclusion, foreign key:
+ *		the errors that name a table or constraint) is re-raised with its
+ *		DETAIL replaced, because that DETAIL shows the failing row ("Failing
+ *		row contains (...)") or key, and in these tables that can be a sealed
+ *		value, a Stripe id or another user's row.  Every other error passes
+ *		unchanged.
+ *
+ * Why a PG_CATCH: the executor builds that DETAIL from the row, and shows
+ * every column to a role that bypasses row-level security, as the
+ * extension's owner does; checking the arguments first (the functions do)
+ * cannot cover a constraint a DBA adds.  The handler only edits the error
+ * and throws it again at once: nothing resumes after the error, and the
+ * transaction (or the caller's subtransaction) aborts as it would have.
+ * The server log gets the edited error too: it is emitted by whoever
+ * finally catches it.
+ */
+Datum
+pe_call_redacted(PGFunction body, FunctionCallInfo fcinfo)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	volatile Datum result = (Datum) 0;
+
+	PG_TRY();
+	{
+		result = body(fcinfo);
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) !=
+			ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION ||
+			(edata->table_name == NULL && edata->constraint_name == NULL) ||
+			(edata->detail == NULL && edata->detail_log == NULL))
+		{
+			FreeErrorData(edata);
+			PG_RE_THROW();
+		}
+		FlushErrorState();
+		edata->detail = pstrdup("The row's values are not shown: they may hold sealed values or another user's data.");
+		edata->detail_log = NULL;
+		ReThrowError(edata);
+	}
+	PG_END_TRY();
+	return result;
 }
 
 /* Raise 22004 if argument argno (named name) of the call is NULL. */

@@ -119,6 +119,36 @@ extern void pe_check_arg_not_null(struct FunctionCallInfoBaseData *fcinfo, int a
 extern void pe_check_trigger(struct FunctionCallInfoBaseData *fcinfo, const char *name,
 							 bool before, bool row);
 
+/*
+ * A column that a trigger function reads or writes, and the type it needs
+ * (TEXTOID accepts varchar too).  pe_trigger_columns sets *attnum (0 when
+ * an optional column is absent) and raises 42703 for a missing required
+ * column and 42804 for a column of another type, naming the trigger
+ * function, the table and the column: a trigger attached to a table of
+ * another shape is an error, never a misread Datum.
+ */
+typedef struct PeTriggerColumn
+{
+	int		   *attnum;
+	const char *name;
+	Oid			typid;
+	bool		required;
+} PeTriggerColumn;
+
+extern void pe_trigger_columns(Relation rel, const char *trigger,
+							   const PeTriggerColumn *cols, int n, bool cached);
+extern bool pe_attnum_has_type(TupleDesc td, int attnum, Oid typid);
+
+/*
+ * Text bounded for a column or a buffer, cut on a character boundary (a
+ * byte cut can split a multi-byte character and store invalid text).
+ */
+extern char *pe_clip_chars(const char *s, int maxchars);
+
+/* calls body; constraint violations re-raised without the row (payment_ext.c) */
+extern Datum pe_call_redacted(PGFunction body, struct FunctionCallInfoBaseData *fcinfo);
+extern void pe_strlcpy_mb(char *dst, const char *src, size_t size);
+
 /* state.c */
 typedef struct PeFixedColumn
 {

@@ -169,12 +169,13 @@ idem_claim(const char *operation, const char *key, bytea *hash, Datum new_id,
 		memcmp(VARDATA_ANY(old_hash), VARDATA_ANY(hash), VARSIZE_ANY_EXHDR(hash)) != 0)
 	{
 		pe_audit_log_refusal(operation, "idempotency key reused with other arguments");
+		/*
+		 * Nothing about the earlier call: the key may be another user's,
+		 * and the row it made is theirs.
+		 */
 		ereport(ERROR,
 				(errcode(ERRCODE_UNIQUE_VIOLATION),
 				 errmsg("idempotency key was already used with different arguments"),
-				 errdetail("A key names one %s; the earlier call with this key made %s.",
-						   strcmp(operation, "create") == 0 ? "payment" : "refund",
-						   uuid_text(pe_spi_getdatum(0, 2, &isnull))),
 				 errhint("Use a new key for a new request.")));
 	}
 	*existing = pe_spi_getdatum(0, 2, &isnull);
@@ -352,16 +353,25 @@ lock_registration_for_payment(Datum registration_id)
 				(errcode(ERRCODE_UNIQUE_VIOLATION),
 				 errmsg("registration %s already has a %s payment",
 						uuid_text(registration_id), pe_payment_status_name(status)),
-				 errdetail("Payment %s is %s; a registration has at most one Pending or Completed payment.",
-						   uuid_text(pe_spi_getdatum(0, 1, &isnull)), pe_payment_status_name(status)),
+				 errdetail("A registration has at most one Pending or Completed payment."),
 				 errhint("A Failed payment is retried with payment.retry().")));
 	}
 }
 
 /* SQL function: payment.create(uuid, uuid, numeric, numeric, text, int, text, uuid, text, jsonb) returns uuid */
+static Datum create_body(PG_FUNCTION_ARGS);
+
 PG_FUNCTION_INFO_V1(pe_create);
 Datum
 pe_create(PG_FUNCTION_ARGS)
+{
+	/* no constraint violation shows a row (see pe_call_redacted) */
+	return pe_call_redacted(create_body, fcinfo);
+}
+
+/* The body of pe_create. */
+static Datum
+create_body(PG_FUNCTION_ARGS)
 {
 	Datum		registration_id;
 	Datum		user_id;
@@ -548,9 +558,19 @@ static PePlan retry_request_plan = {
 };
 
 /* SQL function: payment.retry(uuid) returns void */
+static Datum retry_body(PG_FUNCTION_ARGS);
+
 PG_FUNCTION_INFO_V1(pe_retry);
 Datum
 pe_retry(PG_FUNCTION_ARGS)
+{
+	/* no constraint violation shows a row (see pe_call_redacted) */
+	return pe_call_redacted(retry_body, fcinfo);
+}
+
+/* The body of pe_retry. */
+static Datum
+retry_body(PG_FUNCTION_ARGS)
 {
 	Datum		payment_id;
 	Datum		registration_id;
@@ -638,9 +658,19 @@ truncate_chars(const char *s, int max_chars)
 }
 
 /* SQL function: payment.refund(uuid, numeric, text, uuid, text) returns uuid */
+static Datum refund_body(PG_FUNCTION_ARGS);
+
 PG_FUNCTION_INFO_V1(pe_refund);
 Datum
 pe_refund(PG_FUNCTION_ARGS)
+{
+	/* no constraint violation shows a row (see pe_call_redacted) */
+	return pe_call_redacted(refund_body, fcinfo);
+}
+
+/* The body of pe_refund. */
+static Datum
+refund_body(PG_FUNCTION_ARGS)
 {
 	Datum		payment_id;
 	Numeric		amount;

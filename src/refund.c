@@ -62,22 +62,32 @@ typedef struct RefundCols
 
 static RefundCols rcols;
 
+/*
+ * refund_cols_init
+ *		The columns of "PaymentRefunds" the refund triggers read, with their
+ *		types checked (a trigger attached to another table is an error, not
+ *		a misread value).
+ */
 static void
-refund_cols_init(Relation rel)
+refund_cols_init(Relation rel, const char *trigger)
 {
 	TupleDesc	td = RelationGetDescr(rel);
+	const PeTriggerColumn cols[] = {
+		{&rcols.id, "Id", UUIDOID, true},
+		{&rcols.payment, "OriginalPaymentId", UUIDOID, true},
+		{&rcols.amount, "RefundAmountValue", NUMERICOID, true},
+		{&rcols.currency, "RefundCurrency", TEXTOID, true},
+		{&rcols.reason, "RefundReason", TEXTOID, true},
+		{&rcols.status, "RefundStatus", INT4OID, true},
+		{&rcols.processed_by, "ProcessedByUserId", UUIDOID, true},
+		{&rcols.created_at, "CreatedAt", TIMESTAMPTZOID, true},
+		{&rcols.metadata, "Metadata", JSONBOID, true}
+	};
+	bool		cached = rcols.relid == RelationGetRelid(rel) &&
+		rcols.natts == td->natts;
 
-	if (rcols.relid == RelationGetRelid(rel) && rcols.natts == td->natts)
-		return;
-	rcols.id = pe_attnum(td, "Id");
-	rcols.payment = pe_attnum(td, "OriginalPaymentId");
-	rcols.amount = pe_attnum(td, "RefundAmountValue");
-	rcols.currency = pe_attnum(td, "RefundCurrency");
-	rcols.reason = pe_attnum(td, "RefundReason");
-	rcols.status = pe_attnum(td, "RefundStatus");
-	rcols.processed_by = pe_attnum(td, "ProcessedByUserId");
-	rcols.created_at = pe_attnum(td, "CreatedAt");
-	rcols.metadata = pe_attnum(td, "Metadata");
+	rcols.relid = InvalidOid;	/* until the check passes */
+	pe_trigger_columns(rel, trigger, cols, lengthof(cols), cached);
 	rcols.relid = RelationGetRelid(rel);
 	rcols.natts = td->natts;
 }
@@ -195,7 +205,7 @@ pe_refunds_rules_trigger(PG_FUNCTION_ARGS)
 	if (pe_restoring_insert(trigdata->tg_event))
 		return PointerGetDatum(trigdata->tg_trigtuple);
 	td = RelationGetDescr(trigdata->tg_relation);
-	refund_cols_init(trigdata->tg_relation);
+	refund_cols_init(trigdata->tg_relation, "payment.refunds_rules_trigger()");
 
 	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 	{
@@ -454,7 +464,7 @@ pe_refunds_sync_trigger(PG_FUNCTION_ARGS)
 	if (pe_restoring_insert(trigdata->tg_event))
 		return PointerGetDatum(NULL);
 	td = RelationGetDescr(trigdata->tg_relation);
-	refund_cols_init(trigdata->tg_relation);
+	refund_cols_init(trigdata->tg_relation, "payment.refunds_sync_trigger()");
 	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
 		trigdata->tg_newtuple : trigdata->tg_trigtuple;
 	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) &&

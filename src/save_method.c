@@ -61,6 +61,40 @@ pe_check_stripe_id(const char *value, const char *argname)
 					 errdetail("A Stripe id has only letters, digits, '_' and '-'.")));
 }
 
+/*
+ * check_method_display
+ *		The display columns of a saved method, checked before the row is
+ *		written: the table's own CHECK constraints would refuse them too, but
+ *		their message shows the whole row, sealed Stripe id included.  The
+ *		errors name the argument and the rule, never the value.
+ */
+static void
+check_method_display(const char *last_four, const char *card_brand, int32 year)
+{
+	static const char *const brands[] = {
+		"Visa", "MasterCard", "American Express", "Discover", "JCB", "Diners Club"
+	};
+	int			i;
+	bool		known = false;
+
+	if (strlen(last_four) != 4 ||
+		strspn(last_four, "0123456789") != 4)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("last_four must be exactly four digits")));
+	for (i = 0; i < (int) lengthof(brands); i++)
+		known = known || strcmp(card_brand, brands[i]) == 0;
+	if (!known)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("card_brand is not a known card brand"),
+				 errhint("Use Visa, MasterCard, American Express, Discover, JCB or Diners Club.")));
+	if (year < 2000 || year > 9999)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("expiry_year must be between 2000 and 9999")));
+}
+
 /* A random (version 4) uuid. */
 static pg_uuid_t *
 save_method_new_id(void)
@@ -80,9 +114,19 @@ save_method_new_id(void)
  * SQL function: payment.save_method(uuid, text, text, text, integer, integer,
  *                                   boolean) returns uuid
  */
+static Datum save_method_body(PG_FUNCTION_ARGS);
+
 PG_FUNCTION_INFO_V1(pe_save_method);
 Datum
 pe_save_method(PG_FUNCTION_ARGS)
+{
+	/* no constraint violation shows a row (see pe_call_redacted) */
+	return pe_call_redacted(save_method_body, fcinfo);
+}
+
+/* The body of pe_save_method. */
+static Datum
+save_method_body(PG_FUNCTION_ARGS)
 {
 	Datum		user_id;
 	char	   *stripe_pm;
@@ -118,6 +162,7 @@ pe_save_method(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("expiry_month must be between 1 and 12")));
+	check_method_display(last_four, card_brand, year);
 	pe_check_card_expiry(year, month);
 
 	/* seal under the new row's context before the row exists */

@@ -119,9 +119,11 @@ pe_sealed_columns_trigger(PG_FUNCTION_ARGS)
 	else
 		newtuple = trigdata->tg_trigtuple;
 
-	idattnum = SPI_fnumber(tupdesc, "Id");
-	if (idattnum <= 0)
-		elog(ERROR, "table \"%s\" has no column \"Id\"", RelationGetRelationName(rel));
+	{
+		PeTriggerColumn idcol = {&idattnum, "Id", UUIDOID, true};
+
+		pe_trigger_columns(rel, "payment.sealed_columns_trigger()", &idcol, 1, false);
+	}
 	id = SPI_getvalue(newtuple, tupdesc, idattnum);
 	if (id == NULL)
 		ereport(ERROR,
@@ -144,7 +146,19 @@ pe_sealed_columns_trigger(PG_FUNCTION_ARGS)
 		char	   *plaintext;
 
 		if (!sealed_column(att))
+		{
+			/* a sealed column of another type is never skipped silently */
+			if (!att->attisdropped &&
+				strncmp(NameStr(att->attname), SEALED_COLUMN_PREFIX,
+						strlen(SEALED_COLUMN_PREFIX)) == 0)
+				ereport(ERROR,
+						(errcode(ERRCODE_DATATYPE_MISMATCH),
+						 errmsg("trigger function payment.sealed_columns_trigger() needs column \"%s\" of table \"%s\" to be of type text",
+								NameStr(att->attname), RelationGetRelationName(rel)),
+						 errdetail("The column is of type %s.", format_type_be(att->atttypid)),
+						 errtablecol(rel, i + 1)));
 			continue;
+		}
 		value = heap_getattr(newtuple, i + 1, tupdesc, &isnull);
 		if (isnull)
 			continue;
@@ -677,9 +691,19 @@ rotate_outbox(const char *newest, const char *auditlog, MemoryContext batchcxt)
  * batch, and returns the number of rows re-sealed.  Values sealed under old
  * keys keep opening throughout.
  */
+static Datum rotate_keys_body(PG_FUNCTION_ARGS);
+
 PG_FUNCTION_INFO_V1(pe_rotate_keys);
 Datum
 pe_rotate_keys(PG_FUNCTION_ARGS)
+{
+	/* no constraint violation shows a row (see pe_call_redacted) */
+	return pe_call_redacted(rotate_keys_body, fcinfo);
+}
+
+/* The body of pe_rotate_keys. */
+static Datum
+rotate_keys_body(PG_FUNCTION_ARGS)
 {
 	char	   *newest = pstrdup(pe_newest_key_id());
 	char	   *schema = pe_extension_schema();

@@ -135,27 +135,38 @@ pe_attnum(TupleDesc tupdesc, const char *name)
 	return attnum;
 }
 
+/*
+ * payment_cols_init
+ *		The columns of "Payments" the state trigger reads and writes, with
+ *		their types checked (a trigger attached to another table is an
+ *		error, not a misread value).
+ */
 static void
 payment_cols_init(Relation rel)
 {
 	TupleDesc	td = RelationGetDescr(rel);
+	const PeTriggerColumn cols[] = {
+		{&pcols.id, "Id", UUIDOID, true},
+		{&pcols.registration, "EventRegistrationId", UUIDOID, true},
+		{&pcols.user_id, "UserId", UUIDOID, true},
+		{&pcols.amount, "AmountValue", NUMERICOID, true},
+		{&pcols.currency, "Currency", TEXTOID, true},
+		{&pcols.discount, "SlidingScalePercentage", NUMERICOID, true},
+		{&pcols.status, "Status", INT4OID, true},
+		{&pcols.processed_at, "ProcessedAt", TIMESTAMPTZOID, true},
+		{&pcols.created_at, "CreatedAt", TIMESTAMPTZOID, true},
+		{&pcols.updated_at, "UpdatedAt", TIMESTAMPTZOID, true},
+		{&pcols.refund_amount, "RefundAmountValue", NUMERICOID, true},
+		{&pcols.refund_currency, "RefundCurrency", TEXTOID, true},
+		{&pcols.refunded_at, "RefundedAt", TIMESTAMPTZOID, true},
+		{&pcols.metadata, "Metadata", JSONBOID, true}
+	};
+	bool		cached = pcols.relid == RelationGetRelid(rel) &&
+		pcols.natts == td->natts;
 
-	if (pcols.relid == RelationGetRelid(rel) && pcols.natts == td->natts)
-		return;
-	pcols.id = pe_attnum(td, "Id");
-	pcols.registration = pe_attnum(td, "EventRegistrationId");
-	pcols.user_id = pe_attnum(td, "UserId");
-	pcols.amount = pe_attnum(td, "AmountValue");
-	pcols.currency = pe_attnum(td, "Currency");
-	pcols.discount = pe_attnum(td, "SlidingScalePercentage");
-	pcols.status = pe_attnum(td, "Status");
-	pcols.processed_at = pe_attnum(td, "ProcessedAt");
-	pcols.created_at = pe_attnum(td, "CreatedAt");
-	pcols.updated_at = pe_attnum(td, "UpdatedAt");
-	pcols.refund_amount = pe_attnum(td, "RefundAmountValue");
-	pcols.refund_currency = pe_attnum(td, "RefundCurrency");
-	pcols.refunded_at = pe_attnum(td, "RefundedAt");
-	pcols.metadata = pe_attnum(td, "Metadata");
+	pcols.relid = InvalidOid;	/* until the check passes */
+	pe_trigger_columns(rel, "payment.payments_state_trigger()", cols,
+					   lengthof(cols), cached);
 	pcols.relid = RelationGetRelid(rel);
 	pcols.natts = td->natts;
 }

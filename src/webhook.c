@@ -389,9 +389,19 @@ event_id_valid(const char *s)
 }
 
 /* SQL function: payment.handle_webhook(text, text) returns text */
+static Datum handle_webhook_body(PG_FUNCTION_ARGS);
+
 PG_FUNCTION_INFO_V1(pe_handle_webhook);
 Datum
 pe_handle_webhook(PG_FUNCTION_ARGS)
+{
+	/* no constraint violation shows a row (see pe_call_redacted) */
+	return pe_call_redacted(handle_webhook_body, fcinfo);
+}
+
+/* The body of pe_handle_webhook. */
+static Datum
+handle_webhook_body(PG_FUNCTION_ARGS)
 {
 	text	   *payload_t;
 	char	   *payload;
@@ -456,7 +466,7 @@ pe_handle_webhook(PG_FUNCTION_ARGS)
 	else
 		nulls[2] = 'n';
 	if (api_version != NULL)
-		args[3] = CStringGetTextDatum(pnstrdup(api_version, 64));
+		args[3] = CStringGetTextDatum(pe_clip_chars(api_version, 64));
 	else
 		nulls[3] = 'n';
 	if (livemode != NULL && (strcmp(livemode, "true") == 0 || strcmp(livemode, "false") == 0))
@@ -490,7 +500,7 @@ pe_handle_webhook(PG_FUNCTION_ARGS)
 	else
 		nulls[3] = 'n';
 	if (ev.object_status != NULL)
-		args[4] = CStringGetTextDatum(pnstrdup(ev.object_status, 64));
+		args[4] = CStringGetTextDatum(pe_clip_chars(ev.object_status, 64));
 	else
 		nulls[4] = 'n';
 	args[5] = BoolGetDatum(ev.applied);

@@ -466,7 +466,7 @@ payment_fail(const pg_uuid_t *id, const char *code, const char *message,
 
 	args[0] = fid;
 	args[1] = UUIDPGetDatum(id);
-	args[2] = CStringGetTextDatum(pnstrdup(code, APPLY_CODE_MAX));
+	args[2] = CStringGetTextDatum(pe_clip_chars(code, APPLY_CODE_MAX));
 	args[3] = CStringGetTextDatum(message);
 	args[4] = CStringGetTextDatum(seal_for(details.data, "PaymentFailures",
 										   "EncryptedStripeErrorDetails", DatumGetUUIDP(fid)));
@@ -600,7 +600,7 @@ apply_payment_intent(WebhookEvent *ev)
 		if (!row.has_pi)
 			apply_exec(&store_pi_plan, args, NULL);
 		ev->applied = true;
-		ev->outcome = psprintf("applied: Pending -> Failed (%s)", pnstrdup(code, APPLY_CODE_MAX));
+		ev->outcome = psprintf("applied: Pending -> Failed (%s)", pe_clip_chars(code, APPLY_CODE_MAX));
 	}
 	else
 	{
@@ -886,10 +886,10 @@ apply_dispute(WebhookEvent *ev)
 	args[4] = Int64GetDatum(amount);
 	args[5] = CStringGetTextDatum(currency);
 	if (reason)
-		args[6] = CStringGetTextDatum(pnstrdup(reason, 100));
+		args[6] = CStringGetTextDatum(pe_clip_chars(reason, 100));
 	else
 		nulls[6] = 'n';
-	args[7] = CStringGetTextDatum(pnstrdup(status, 100));
+	args[7] = CStringGetTextDatum(pe_clip_chars(status, 100));
 	if (created && strspn(created, "0123456789") == strlen(created) && strlen(created) < 12 && created[0])
 		args[8] = Float8GetDatum(strtod(created, NULL));
 	else

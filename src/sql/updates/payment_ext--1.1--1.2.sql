@@ -160,3 +160,14 @@ BEGIN
 	END LOOP;
 END
 $pe_pin_triggers$;
+
+-- ---------------------------------------------------------------------------
+-- issue 16, item 3: no role that changes payments writes the audit log
+--
+-- The audit triggers write "PaymentAuditLog" as its owner, and set who
+-- wrote each row ("SessionUser", "CurrentUser", "UserId", "IpAddress",
+-- "UserAgent", "CreatedAt") from the server's own state; the outbox worker's
+-- rows come from those triggers too.  Its INSERT privilege let it insert
+-- rows naming any user, address and time, so it is gone.
+-- ---------------------------------------------------------------------------
+REVOKE INSERT ON "PaymentAuditLog" FROM payment_worker;
