@@ -15,7 +15,7 @@ set -uo pipefail
 source "$PE_WORK/repo/test/worker_lib.sh"
 trap w_cleanup EXIT
 
-echo "1..16"
+echo "1..15"
 
 C=w_mismatch
 D="$PE_WORK/$C.files"
