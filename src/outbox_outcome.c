@@ -24,6 +24,15 @@
  *	- Stripe ids and client secrets are stored only sealed, under the
  *	  context the sealed-column trigger checks; nothing here logs or stores
  *	  an opened id, and Stripe's messages are scrubbed of ids.
+ *	- Lock order (README, "Lock order"): the first thing recorded for an
+ *	  outcome is the lock of its payment's row (outcome_lock_payment, FOR
+ *	  NO KEY UPDATE), before any row of that payment: its refunds,
+ *	  payment.intents, payment.refund_states, payment.stripe_refs,
+ *	  "PaymentFailures", its payment.outbox rows (the item's own included),
+ *	  then the audit chain and the user, as every other writer of a
+ *	  payment does; the worker records a batch in ascending payment id
+ *	  (outbox_worker.c).  Taking payment.intents or stripe_refs first, as
+ *	  1.1 did, deadlocked (40P01) with a webhook holding the payment.
  *
  * IDENTIFICATION
  *		src/outbox_outcome.c
@@ -73,6 +82,10 @@ typedef struct Outcome
 	char	   *err_param;
 	char	   *err_message;	/* scrubbed */
 	char	   *last_error;		/* for the outbox row and the status; no secrets */
+	/* the payment, read under its row lock (outcome_lock_payment) */
+	bool		has_payment;
+	int64		amount_minor;
+	char	   *currency;
 } Outcome;
 
 /* ---------------------------------------------------------------------------
@@ -87,6 +100,12 @@ static PePlan outbox_mark_plan = {
 	" last_http_status = $4, last_error = $5, updated_at = pg_catalog.now()"
 	" WHERE id = $1",
 	5, {INT8OID, TEXTOID, FLOAT8OID, INT4OID, TEXTOID}, NULL, 0
+};
+/* the first lock of every outcome: its payment's row (see the header) */
+static PePlan payment_lock_plan = {
+	"SELECT (\"AmountValue\" * 100)::bigint, \"Currency\""
+	" FROM @S@.\"Payments\" WHERE \"Id\" = $1 FOR NO KEY UPDATE",
+	1, {UUIDOID}, NULL, 0
 };
 static PePlan payment_complete_plan = {
 	"UPDATE @S@.\"Payments\" SET \"Status\" = 1, \"EncryptedStripePaymentIntentId\" = $2"
@@ -585,6 +604,32 @@ record_payment_intent(OutboxItem *item, Outcome *o, JsonbContainer *pi)
 		o->last_error = pstrdup("answer without a PaymentIntent id and status");
 		return;
 	}
+
+	/*
+	 * The same check as the webhook's (pe_pi_mismatch): a PaymentIntent for
+	 * another payment, amount or currency is never stored for this payment
+	 * (its client secret would let the customer pay it) nor completes it;
+	 * the difference is recorded and shown by payment.reconcile.
+	 */
+	if (o->has_payment)
+	{
+		char	   *why;
+		const char *mismatch = pe_pi_mismatch(pi, &item->payment_id, o->amount_minor,
+											  o->currency, &why);
+
+		if (mismatch != NULL)
+		{
+			pe_pi_mismatch_record(&item->payment_id, mismatch, why,
+								  item->kind == OUTBOX_PI_RETRIEVE ||
+								  item->kind == OUTBOX_PI_SEARCH ? "lookup" : "response");
+			o->last_error = psprintf("PaymentIntent %s does not match the payment: %s; not recorded for it (see payment.reconcile)",
+									 pe_outbox_scrub(status, 40), why);
+			if (secret != NULL)
+				explicit_bzero(secret, strlen(secret));
+			explicit_bzero(id, strlen(id));
+			return;
+		}
+	}
 	sealed_id = outcome_seal(id, "Payments", "EncryptedStripePaymentIntentId", &item->payment_id);
 
 	/* what the application and the settler need: status, next action, client secret */
@@ -940,11 +985,40 @@ outcome_backoff_ms(OutboxItem *item)
 }
 
 /*
+ * outcome_lock_payment
+ *		Lock the row of item's payment (FOR NO KEY UPDATE) before anything
+ *		else of the outcome is written: the lock order every writer of a
+ *		payment follows (README, "Lock order"); and read its amount and
+ *		currency into o.  A payment that is gone (it cannot be deleted, but
+ *		a superuser can) locks nothing; what follows then changes no
+ *		payment row.
+ */
+static void
+outcome_lock_payment(OutboxItem *item, Outcome *o)
+{
+	Datum		arg = UUIDPGetDatum(&item->payment_id);
+	bool		isnull;
+	int			rc;
+
+	rc = SPI_execute_plan(pe_plan(&payment_lock_plan), &arg, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "locking the payment failed: %s", SPI_result_code_string(rc));
+	o->has_payment = SPI_processed > 0;
+	if (o->has_payment)
+	{
+		o->amount_minor = DatumGetInt64(pe_spi_getdatum(0, 1, &isnull));
+		o->currency = TextDatumGetCString(pe_spi_getdatum(0, 2, &isnull));
+	}
+}
+
+/*
  * pe_outbox_record_one
  *		Classify and record the answer to item: the payment or refund, and
  *		the outbox row (done, pending again with a backoff, or dead).
  *		Caller: in a transaction (inside an internal subtransaction for
- *		this item), connected to SPI, as the worker role.
+ *		this item), connected to SPI, as the worker role.  The payment's
+ *		row is locked first, whatever the outcome (lock order: see the
+ *		file header).
  */
 void
 pe_outbox_record_one(OutboxItem *item, OutboxTally *tally)
@@ -952,6 +1026,7 @@ pe_outbox_record_one(OutboxItem *item, OutboxTally *tally)
 	Outcome		o;
 
 	outcome_classify(item, &o);
+	outcome_lock_payment(item, &o);
 
 	if (o.cls == OUTCOME_SUCCESS)
 	{

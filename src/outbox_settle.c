@@ -18,6 +18,7 @@
 
 #include "outbox.h"
 #include "payment_ext.h"
+#include "vault.h"
 
 /*
  * The settler.  A request whose first attempt is over 23 hours old is never
@@ -31,12 +32,26 @@
  * PaymentIntent's refunds, matched by metadata[refund_id]).  The answers
  * are recorded in outbox_outcome.c.
  */
+#define SETTLE_STALE_SQL \
+	" state = 'pending' AND kind IN ('payment_intent.create', 'refund.create')" \
+	" AND first_attempt_at < pg_catalog.now() - interval '23 hours'"
 static PePlan settle_stale_plan = {
 	"UPDATE payment.outbox SET state = 'dead', completed_at = pg_catalog.now(),"
 	" updated_at = pg_catalog.now(),"
 	" last_error = 'not resent: the first attempt is over 23 hours old and Stripe may have forgotten its idempotency key; the payment or refund is looked up instead'"
-	" WHERE state = 'pending' AND kind IN ('payment_intent.create', 'refund.create')"
-	" AND first_attempt_at < pg_catalog.now() - interval '23 hours'",
+	" WHERE" SETTLE_STALE_SQL,
+	0, {InvalidOid}, NULL, 0
+};
+/*
+ * Lock order (README, "Lock order"): a statement that changes rows of
+ * several payments first locks those payments' rows, in ascending id, so
+ * that it never holds a payment's outbox row or refund while it waits for
+ * a payment that a webhook, payment.resolve or the worker's recording holds.
+ */
+static PePlan settle_stale_lock_plan = {
+	"SELECT 1 FROM @S@.\"Payments\" p WHERE p.\"Id\" IN"
+	" (SELECT payment_id FROM payment.outbox WHERE" SETTLE_STALE_SQL ")"
+	" ORDER BY p.\"Id\" FOR NO KEY UPDATE OF p",
 	0, {InvalidOid}, NULL, 0
 };
 static PePlan settle_plan = {
@@ -152,6 +167,13 @@ static PePlan settle_refund_poll_plan = {
  * (its amount is free again; an administrator refunds by other means),
  * and its dead requests say why.
  */
+static PePlan settle_refund_fail_lock_plan = {
+	"SELECT 1 FROM @S@.\"Payments\" p WHERE p.\"Id\" IN"
+	" (SELECT r.\"OriginalPaymentId\" FROM @S@.\"PaymentRefunds\" r WHERE" SETTLE_REFUND_DEAD_SQL
+	"    AND NOT " SETTLE_REFUND_HAS_PI_SQL ")"
+	" ORDER BY p.\"Id\" FOR NO KEY UPDATE OF p",
+	0, {InvalidOid}, NULL, 0
+};
 static PePlan settle_refund_fail_plan = {
 	"WITH f AS ("
 	" UPDATE @S@.\"PaymentRefunds\" r SET \"RefundStatus\" = 2"
@@ -180,6 +202,12 @@ pe_outbox_settle(void)
 	int			rc;
 	int			queued;
 
+	/* never beside a key rotation, the other writer of many payments */
+	if (!pe_rotation_lock(false))
+		return 0;
+	rc = SPI_execute_plan(pe_plan(&settle_stale_lock_plan), NULL, NULL, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "locking the payments of stale outbox rows failed: %s", SPI_result_code_string(rc));
 	rc = SPI_execute_plan(pe_plan(&settle_stale_plan), NULL, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "settling stale outbox rows failed: %s", SPI_result_code_string(rc));
@@ -187,6 +215,9 @@ pe_outbox_settle(void)
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "queueing lookups failed: %s", SPI_result_code_string(rc));
 	queued = (int) SPI_processed;
+	rc = SPI_execute_plan(pe_plan(&settle_refund_fail_lock_plan), NULL, NULL, false, 0);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "locking the payments of refunds to fail failed: %s", SPI_result_code_string(rc));
 	rc = SPI_execute_plan(pe_plan(&settle_refund_fail_plan), NULL, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "failing refunds that never reached Stripe failed: %s", SPI_result_code_string(rc));

@@ -835,10 +835,54 @@ outbox_collect_done(void)
  * ===========================================================================
  */
 
+/* qsort comparator of OutboxItem pointers: payment id (as uuid sorts), then row id */
+static int
+outbox_item_cmp(const void *a, const void *b)
+{
+	const OutboxItem *x = *(OutboxItem *const *) a;
+	const OutboxItem *y = *(OutboxItem *const *) b;
+	int			c = memcmp(x->payment_id.data, y->payment_id.data, UUID_LEN);
+
+	if (c != 0)
+		return c;
+	return x->id < y->id ? -1 : x->id > y->id ? 1 : 0;
+}
+
+/*
+ * outbox_sort_done
+ *		Put the done list in ascending payment id: the recording
+ *		transaction keeps the lock of every payment it recorded until it
+ *		commits, so it takes them in the order every writer of several
+ *		payments takes them (README, "Lock order").
+ */
+static void
+outbox_sort_done(void)
+{
+	OutboxItem **items;
+	dlist_iter	it;
+	int			n = 0;
+	int			i;
+
+	dlist_foreach(it, &done_list)
+		n++;
+	if (n < 2)
+		return;
+	items = palloc(sizeof(OutboxItem *) * n);
+	i = 0;
+	dlist_foreach(it, &done_list)
+		items[i++] = dlist_container(OutboxItem, node, it.cur);
+	qsort(items, n, sizeof(OutboxItem *), outbox_item_cmp);
+	dlist_init(&done_list);
+	for (i = 0; i < n; i++)
+		dlist_push_tail(&done_list, &items[i]->node);
+	pfree(items);
+}
+
 /*
  * outbox_record_outcomes
  *		One short transaction for every finished request: each outcome in
- *		an internal subtransaction of its own.
+ *		an internal subtransaction of its own, in ascending payment id
+ *		(each outcome locks its payment first: outbox_outcome.c).
  */
 static void
 outbox_record_outcomes(void)
@@ -848,6 +892,7 @@ outbox_record_outcomes(void)
 	ResourceOwner oldowner;
 
 	memset(&tally, 0, sizeof(tally));
+	outbox_sort_done();
 	xact_begin("recording");
 	spicxt = CurrentMemoryContext;
 	while (!dlist_is_empty(&done_list))

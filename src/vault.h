@@ -48,6 +48,13 @@ extern char *pe_vault_context(const char *table, const char *column,
 extern const char *pe_newest_key_id(void);
 extern char *pe_vault_key_id_of(const char *sealed);
 
+/*
+ * key rotation (sealed.c): the lock one rotation holds while it runs, an
+ * advisory lock in a lock space of its own (pg_locks.objsubid)
+ */
+#define PE_ROTATE_LOCK_SPACE		0x5046
+extern bool pe_rotation_lock(bool wait);
+
 /* secret files (keyring, Stripe API key, webhook signing secret) */
 extern char *pe_read_secret_file(const char *path, const char *what);
 extern void pe_secret_cleanse(char *secret);

@@ -65,4 +65,16 @@ extern bool pe_stripe_ref_find(const char *stripe_id, pg_uuid_t *payment_id,
 /* Is a PaymentIntent status terminal (succeeded, canceled)? */
 extern bool pe_pi_status_terminal(const char *status);
 
+/*
+ * Does a PaymentIntent agree with its payment (metadata.payment_id, amount,
+ * currency)?  The one check of the webhook appliers and of the worker's
+ * outcomes (webhook_apply.c); a disagreement is recorded by
+ * pe_pi_mismatch_record and shown by payment.reconcile.
+ */
+extern const char *pe_pi_mismatch(JsonbContainer *pi, const pg_uuid_t *payment_id,
+								  int64 amount_minor, const char *currency,
+								  char **why);
+extern void pe_pi_mismatch_record(const pg_uuid_t *payment_id, const char *code,
+								  const char *why, const char *source);
+
 #endif							/* PE_WEBHOOK_H */

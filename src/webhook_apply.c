@@ -120,6 +120,12 @@ static PePlan failure_insert_plan = {
 	" VALUES ($1, $2, $3, $4, $5, 0)",
 	5, {UUIDOID, UUIDOID, TEXTOID, TEXTOID, TEXTOID}, NULL, 0
 };
+/* a mismatch already recorded since the payment last changed */
+static PePlan mismatch_seen_plan = {
+	"SELECT 1 FROM @S@.\"PaymentFailures\" f JOIN @S@.\"Payments\" p ON p.\"Id\" = f.\"PaymentId\""
+	" WHERE f.\"PaymentId\" = $1 AND f.\"FailureCode\" = $2 AND f.\"CreatedAt\" >= p.\"UpdatedAt\"",
+	2, {UUIDOID, TEXTOID}, NULL, 0
+};
 static PePlan refund_get_plan = {
 	"SELECT \"RefundStatus\", \"OriginalPaymentId\" FROM @S@.\"PaymentRefunds\" WHERE \"Id\" = $1",
 	1, {UUIDOID}, NULL, 0
@@ -254,6 +260,116 @@ pe_pi_status_terminal(const char *status)
 {
 	return status != NULL &&
 		(strcmp(status, "succeeded") == 0 || strcmp(status, "canceled") == 0);
+}
+
+static uint64 apply_exec(PePlan *p, Datum *args, const char *nulls);
+static char *seal_for(const char *value, const char *table, const char *column,
+					  const pg_uuid_t *id);
+
+/* Minor units as "12.34" (two minor digits: the currencies of DESIGN). */
+static char *
+minor_text(int64 v)
+{
+	return psprintf("%s" INT64_FORMAT ".%02d", v < 0 ? "-" : "",
+					(v < 0 ? -v : v) / 100, (int) ((v < 0 ? -v : v) % 100));
+}
+
+/*
+ * pe_pi_mismatch
+ *		Check that the PaymentIntent pi belongs to the payment and asks for
+ *		its money: metadata.payment_id names payment_id, the currency is
+ *		the payment's (any case), the amount is the payment's amount in
+ *		minor units, and so is amount_received when it is succeeded.
+ *		Returns NULL when it agrees, else the "FailureCode" of the first
+ *		difference (metadata_mismatch, currency_mismatch, amount_mismatch)
+ *		with *why saying what differs (amounts and currencies, never a
+ *		Stripe id).  Used by the webhook appliers and the worker's outcomes
+ *		alike, before a PaymentIntent completes a payment or is stored for
+ *		it.
+ */
+const char *
+pe_pi_mismatch(JsonbContainer *pi, const pg_uuid_t *payment_id,
+			   int64 amount_minor, const char *currency, char **why)
+{
+	char	   *md_pid = pe_jb_text(pe_jb_object(pi, "metadata"), "payment_id");
+	char	   *cur = pe_jb_text(pi, "currency");
+	char	   *status = pe_jb_text(pi, "status");
+	int64		amount = jb_amount(pi, "amount");
+	int64		received = jb_amount(pi, "amount_received");
+	pg_uuid_t	u;
+
+	if (md_pid == NULL || !pe_parse_uuid(md_pid, &u) ||
+		memcmp(u.data, payment_id->data, UUID_LEN) != 0)
+	{
+		*why = pstrdup(md_pid == NULL ?
+					   "the PaymentIntent has no metadata[payment_id]" :
+					   "the PaymentIntent's metadata[payment_id] names another payment");
+		return "metadata_mismatch";
+	}
+	if (cur == NULL || pg_strcasecmp(cur, currency) != 0)
+	{
+		*why = psprintf("the PaymentIntent is in %s, the payment in %s",
+						cur ? pe_outbox_scrub(cur, 8) : "no currency", currency);
+		return "currency_mismatch";
+	}
+	if (amount != amount_minor)
+	{
+		*why = psprintf("the PaymentIntent is for %s, the payment for %s %s",
+						amount < 0 ? "no amount" : minor_text(amount),
+						minor_text(amount_minor), currency);
+		return "amount_mismatch";
+	}
+	if (status != NULL && strcmp(status, "succeeded") == 0 && received >= 0 &&
+		received != amount_minor)
+	{
+		*why = psprintf("Stripe received %s, the payment is for %s %s",
+						minor_text(received), minor_text(amount_minor), currency);
+		return "amount_mismatch";
+	}
+	return NULL;
+}
+
+/*
+ * pe_pi_mismatch_record
+ *		Record that a PaymentIntent disagreed with payment_id (code and why
+ *		from pe_pi_mismatch; source: webhook, response or lookup): a
+ *		"PaymentFailures" row, which payment.reconcile shows until the
+ *		payment changes; once only while the payment does not change (the
+ *		settler's repeated lookups find the same PaymentIntent).  The
+ *		payment itself is left as it is.  Caller: in a transaction,
+ *		connected to SPI, holding the payment's row lock.
+ */
+void
+pe_pi_mismatch_record(const pg_uuid_t *payment_id, const char *code,
+					  const char *why, const char *source)
+{
+	Datum		fid;
+	StringInfoData details;
+	Datum		args[5];
+
+	args[0] = UUIDPGetDatum(payment_id);
+	args[1] = CStringGetTextDatum(code);
+	if (SPI_execute_plan(pe_plan(&mismatch_seen_plan), args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "looking up recorded mismatches failed");
+	if (SPI_processed > 0)
+		return;
+	fid = DirectFunctionCall1(gen_random_uuid, (Datum) 0);
+
+	initStringInfo(&details);
+	appendStringInfoString(&details, "{\"source\": ");
+	escape_json(&details, source);
+	appendStringInfoString(&details, ", \"code\": ");
+	escape_json(&details, code);
+	appendStringInfoChar(&details, '}');
+
+	args[0] = fid;
+	args[1] = UUIDPGetDatum(payment_id);
+	args[2] = CStringGetTextDatum(code);
+	args[3] = CStringGetTextDatum(psprintf("Stripe's PaymentIntent does not match the payment (%s): %s; the payment was not completed from it",
+										   source, why));
+	args[4] = CStringGetTextDatum(seal_for(details.data, "PaymentFailures",
+										   "EncryptedStripeErrorDetails", DatumGetUUIDP(fid)));
+	apply_exec(&failure_insert_plan, args, NULL);
 }
 
 /* ---------------------------------------------------------------------------
@@ -516,15 +632,15 @@ apply_payment_intent(WebhookEvent *ev)
 
 	if (strcmp(what, "succeeded") == 0)
 	{
-		char	   *currency = pe_jb_text(pi, "currency");
-		int64		amount = jb_amount(pi, "amount_received");
+		char	   *why;
+		const char *mismatch = pe_pi_mismatch(pi, &ev->payment_id, row.amount_minor,
+											  row.currency, &why);
 
-		if (amount < 0)
-			amount = jb_amount(pi, "amount");
-		if (currency == NULL || pg_strcasecmp(currency, row.currency) != 0 ||
-			amount != row.amount_minor)
+		if (mismatch != NULL)
 		{
-			ev->outcome = psprintf("conflict: Stripe charged an amount or currency other than the payment's; the payment stays %s (see payment.reconcile)", from);
+			pe_pi_mismatch_record(&ev->payment_id, mismatch, why, "webhook");
+			ev->outcome = psprintf("conflict: %s; the payment stays %s (see payment.reconcile)",
+								   why, from);
 			return;
 		}
 		switch (row.status)

@@ -22,6 +22,14 @@ ledger, reset, faults, config, request log, webhook events, and state
 changes that Stripe makes on its own (3-D Secure completion, dashboard
 refunds, refunds that fail later).  README.md ("Stripe stand-in") documents
 them; `python3 test/stripe_standin.py --help` lists the flags.
+
+Faults (kinds in FAULT_KINDS, fields in FAULT_FIELDS) include, besides
+errors, slow answers and dropped connections, "tamper": a PaymentIntent
+creation made as if its request had been altered on the way, with the
+fault's `amount`, `currency` and/or `metadata_payment_id` instead of the
+request's (the PaymentIntent, its charge, the ledger and the events all
+carry the altered values), so that tests can check that an answer that
+disagrees with the payment is never taken for it.
 """
 
 import argparse
@@ -126,12 +134,14 @@ FAULT_KINDS = {
     # execution: only for a request that executes (not a replay)
     "500": "exec", "slow": "exec", "decline": "exec", "requires_action": "exec",
     "processing": "exec", "refund_pending": "exec", "refund_failed": "exec",
+    "tamper": "exec",
     # transport: the answer is computed and saved, then mangled on the wire
     "drop_after": "wire", "drop_mid_body": "wire", "malformed_json": "wire",
 }
 FAULT_FIELDS = {"kind", "count", "rate", "method", "path", "payment_id", "refund_id",
                 "idempotency_key", "delay_ms", "retry_after", "code", "decline_code",
-                "should_retry", "stored", "effect", "reset", "status", "message"}
+                "should_retry", "stored", "effect", "reset", "status", "message",
+                "amount", "currency", "metadata_payment_id"}
 
 STATUS_TEXT = {100: "Continue", 200: "OK", 400: "Bad Request", 401: "Unauthorized",
                402: "Request Failed", 403: "Forbidden", 404: "Not Found",
@@ -410,7 +420,7 @@ class StandIn:
         if kind not in FAULT_KINDS:
             raise ValueError("unknown fault kind %r (one of %s)" % (kind, ", ".join(sorted(FAULT_KINDS))))
         f["kind"] = kind
-        for k in ("count", "delay_ms", "status"):
+        for k in ("count", "delay_ms", "status", "amount"):
             if f.get(k) is not None:
                 f[k] = int(f[k])
         if f.get("retry_after") is not None and f["retry_after"] != "":
@@ -430,6 +440,8 @@ class StandIn:
         f.setdefault("rate", None)
         if kind == "slow" and not f.get("delay_ms"):
             raise ValueError("a slow fault needs delay_ms")
+        if kind == "tamper" and all(f.get(k) is None for k in ("amount", "currency", "metadata_payment_id")):
+            raise ValueError("a tamper fault needs amount, currency or metadata_payment_id")
         f["method"] = f.get("method", "").upper() or None
         f["hits"] = 0
         self.fault_seq = getattr(self, "fault_seq", 0) + 1
@@ -458,6 +470,8 @@ class StandIn:
                 if k in ("decline", "requires_action", "processing") and not ctx.get("confirming"):
                     continue
                 if k.startswith("refund_") and ctx.get("op") != "refund.create":
+                    continue
+                if k == "tamper" and ctx.get("op") != "payment_intent.create":
                     continue
             if f.get("rate") is not None and f["rate"] < 1 and self.rng.random() >= f["rate"]:
                 continue
@@ -1098,6 +1112,16 @@ class StandIn:
                           code="amount_too_large", param="amount")
 
     def op_create_intent(self, p, ctx, fault, expand):
+        if fault is not None and fault["kind"] == "tamper":
+            # the request as if altered on its way: Stripe makes (and
+            # charges) a PaymentIntent other than the one asked for
+            p = dict(p)
+            if fault.get("amount") is not None:
+                p["amount"] = fault["amount"]
+            if fault.get("currency") is not None:
+                p["currency"] = fault["currency"]
+            if fault.get("metadata_payment_id") is not None:
+                p["metadata"] = dict(p.get("metadata") or {}, payment_id=fault["metadata_payment_id"])
         self.check_amount(p["amount"], p["currency"])
         if p.get("capture_method") == "manual":
             raise invalid("The stand-in does not implement capture_method=manual (no capture endpoint).",
