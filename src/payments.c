@@ -296,13 +296,14 @@ pe_reseal_request(const char *request, const char *old_key, const char *new_key)
  * ---------------------------------------------------------------------------
  */
 static PePlan lock_registration_plan = {
-	"SELECT 1 FROM @S@.\"EventRegistrations\" WHERE \"Id\" = $1 FOR NO KEY UPDATE",
+	"SELECT \"UserId\" FROM @S@.\"EventRegistrations\" WHERE \"Id\" = $1 FOR NO KEY UPDATE",
 	1, {UUIDOID}, NULL, 0
 };
 
+/* live: Pending, Completed or PartiallyRefunded (issue 17, item 9) */
 static PePlan live_payment_plan = {
 	"SELECT \"Id\", \"Status\" FROM @S@.\"Payments\""
-	" WHERE \"EventRegistrationId\" = $1 AND \"Status\" IN (0, 1) LIMIT 1",
+	" WHERE \"EventRegistrationId\" = $1 AND \"Status\" IN (0, 1, 4) LIMIT 1",
 	1, {UUIDOID}, NULL, 0
 };
 
@@ -322,11 +323,14 @@ static PePlan payment_insert_plan = {
 
 /*
  * lock_registration_for_payment
- *		Lock the registration and raise if it is unknown or already has a
- *		live (Pending or Completed) payment.  Caller is connected to SPI.
+ *		Lock the registration and raise if it is unknown, belongs to a user
+ *		other than user_id (unless user_id is NULL: payment.retry, whose
+ *		payment was checked when it was created), or already has a live
+ *		(Pending, Completed or PartiallyRefunded) payment.  Caller is
+ *		connected to SPI.
  */
 static void
-lock_registration_for_payment(Datum registration_id)
+lock_registration_for_payment(Datum registration_id, Datum *user_id)
 {
 	bool		isnull;
 	int			rc;
@@ -338,6 +342,21 @@ lock_registration_for_payment(Datum registration_id)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("registration %s does not exist", uuid_text(registration_id))));
+	if (user_id != NULL)
+	{
+		Datum		owner = pe_spi_getdatum(0, 1, &isnull);
+
+		if (isnull || !DatumGetBool(DirectFunctionCall2(uuid_eq, owner, *user_id)))
+		{
+			pe_audit_log_refusal("payment", "registration of another user");
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("registration %s belongs to another user",
+							uuid_text(registration_id)),
+					 errdetail("A payment's \"UserId\" is the user of its registration."),
+					 errhint("Pass the registration's own user as user_id.")));
+		}
+	}
 
 	rc = SPI_execute_plan(pe_plan(&live_payment_plan), &registration_id, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
@@ -351,9 +370,33 @@ lock_registration_for_payment(Datum registration_id)
 				(errcode(ERRCODE_UNIQUE_VIOLATION),
 				 errmsg("registration %s already has a %s payment",
 						uuid_text(registration_id), pe_payment_status_name(status)),
-				 errdetail("Payment %s is %s; a registration has at most one Pending or Completed payment.",
+				 errdetail("Payment %s is %s; a registration has at most one Pending, Completed or PartiallyRefunded payment (one paid payment until it is fully refunded).",
 						   uuid_text(pe_spi_getdatum(0, 1, &isnull)), pe_payment_status_name(status)),
 				 errhint("A Failed payment is retried with payment.retry().")));
+	}
+}
+
+/*
+ * check_stripe_minimum
+ *		Raise unless amount (not zero) is at least Stripe's minimum charge in
+ *		currency: 0.50 USD, EUR and CAD, 0.30 GBP.  A smaller charge would
+ *		only fail at Stripe (amount_too_small) after the payment was made.
+ */
+static void
+check_stripe_minimum(Numeric amount, const char *currency)
+{
+	int64		minimum = strcmp(currency, "GBP") == 0 ? 30 : 50;
+
+	if (pe_minor_units(amount) < minimum)
+	{
+		pe_audit_log_refusal("payment", "amount below Stripe's minimum charge");
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("an amount of %s %s is below Stripe's minimum charge of %s %s",
+						DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(amount))),
+						currency, minimum == 30 ? "0.30" : "0.50", currency),
+				 errdetail("The amount is the full price after the sliding-scale discount."),
+				 errhint("A zero amount makes a NotRequired payment; Stripe charges at least 0.50 USD, EUR or CAD and 0.30 GBP.")));
 	}
 }
 
@@ -399,6 +442,8 @@ pe_create(PG_FUNCTION_ARGS)
 	pe_check_currency(currency, "currency");
 	amount = pe_compute_price(full_price, discount);
 	zero = pe_numeric_cmp(amount, int64_to_numeric(0)) == 0;
+	if (!zero)
+		check_stripe_minimum(amount, currency);
 	if (method_type < 0 || method_type > 4)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -452,7 +497,7 @@ pe_create(PG_FUNCTION_ARGS)
 		PG_RETURN_DATUM(existing);
 	}
 
-	lock_registration_for_payment(registration_id);
+	lock_registration_for_payment(registration_id, &user_id);
 
 	if (has_saved)
 	{
@@ -583,7 +628,7 @@ pe_retry(PG_FUNCTION_ARGS)
 						uuid_text(payment_id), pe_payment_status_name(status)),
 				 errhint("Only Failed payments are retried.")));
 	}
-	lock_registration_for_payment(registration_id);
+	lock_registration_for_payment(registration_id, NULL);
 
 	rc = SPI_execute_plan(pe_plan(&retry_request_plan), &payment_id, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)

@@ -102,7 +102,7 @@ static PePlan reopen_plan = {
 };
 static PePlan other_live_plan = {
 	"SELECT 1 FROM @S@.\"Payments\" WHERE \"EventRegistrationId\" = $1"
-	" AND \"Status\" IN (0, 1) AND \"Id\" <> $2",
+	" AND \"Status\" IN (0, 1, 4) AND \"Id\" <> $2",
 	2, {UUIDOID, UUIDOID}, NULL, 0
 };
 static PePlan store_pi_plan = {

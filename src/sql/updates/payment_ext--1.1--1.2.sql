@@ -12,3 +12,41 @@
 
 -- complain if script is sourced in psql, rather than via ALTER EXTENSION
 \echo Use "ALTER EXTENSION payment_ext UPDATE TO '1.2'" to load this file. \quit
+
+-- ---------------------------------------------------------------------------
+-- issue 17, item 9: one paid payment per registration until it is fully
+-- refunded.  A live payment is Pending, Completed or PartiallyRefunded (it
+-- was Pending or Completed), so a PartiallyRefunded registration can no
+-- longer take a second Completed payment.  An upgrade of a database that
+-- already holds two live payments for one registration stops here, naming
+-- the first such registration, and changes nothing: an administrator
+-- decides (refund one of them in full, or payment.resolve a Pending one to
+-- Failed) and runs ALTER EXTENSION ... UPDATE again.
+-- ---------------------------------------------------------------------------
+DO $pe_live$
+DECLARE
+	r record;
+BEGIN
+	SELECT p."EventRegistrationId" AS registration, pg_catalog.count(*) AS live,
+	       pg_catalog.string_agg(payment.status_name(p."Status"), ', ' ORDER BY p."CreatedAt") AS states
+	  INTO r
+	  FROM "Payments" p
+	 WHERE p."Status" IN (0, 1, 4)
+	 GROUP BY p."EventRegistrationId"
+	HAVING pg_catalog.count(*) > 1
+	 ORDER BY p."EventRegistrationId"
+	 LIMIT 1;
+	IF FOUND THEN
+		RAISE EXCEPTION 'registration % has % live payments (%)', r.registration, r.live, r.states
+			USING ERRCODE = 'unique_violation',
+			      DETAIL = 'Version 1.2 allows one Pending, Completed or PartiallyRefunded payment per registration (one paid payment until it is fully refunded).',
+			      HINT = 'Refund one of them in full (payment.refund), or set a Pending one to Failed with payment.resolve, then run ALTER EXTENSION payment_ext UPDATE again.';
+	END IF;
+END
+$pe_live$;
+DROP INDEX "UX_Payments_EventRegistration_Live";
+CREATE UNIQUE INDEX "UX_Payments_EventRegistration_Live"
+    ON "Payments"("EventRegistrationId")
+    WHERE "Status" IN (0, 1, 4);
+COMMENT ON INDEX "UX_Payments_EventRegistration_Live" IS
+	'one live (Pending, Completed or PartiallyRefunded) payment per registration: one paid payment until it is fully refunded';
