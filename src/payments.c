@@ -40,6 +40,7 @@
 #include "utils/uuid.h"
 
 #include "audit.h"
+#include "outbox.h"
 #include "payment_ext.h"
 #include "vault.h"
 
@@ -549,6 +550,7 @@ pe_create(PG_FUNCTION_ARGS)
 		json_field(&req, "currency", stripe_currency(currency));
 		json_field(&req, "metadata[payment_id]", pid);
 		json_field(&req, "metadata[registration_id]", uuid_text(registration_id));
+		json_field(&req, "metadata[attempt]", "1");
 		json_field(&req, "automatic_payment_methods[enabled]", "true");
 		if (stripe_pm != NULL || has_saved)
 		{
@@ -578,13 +580,38 @@ static PePlan retry_lookup_plan = {
 	1, {UUIDOID}, NULL, 0
 };
 
+/*
+ * A new attempt has no PaymentIntent until Stripe makes it (issue 17, item
+ * 2): the earlier attempt's id and state go, so that nothing reads or
+ * changes the payment through them again.
+ */
 static PePlan retry_update_plan = {
-	"UPDATE @S@.\"Payments\" SET \"Status\" = 0 WHERE \"Id\" = $1",
+	"UPDATE @S@.\"Payments\" SET \"Status\" = 0, \"EncryptedStripePaymentIntentId\" = NULL"
+	" WHERE \"Id\" = $1",
+	1, {UUIDOID}, NULL, 0
+};
+static PePlan retry_old_intent_plan = {
+	"SELECT p.\"EncryptedStripePaymentIntentId\", i.stripe_status"
+	" FROM @S@.\"Payments\" p LEFT JOIN payment.intents i ON i.payment_id = p.\"Id\""
+	" WHERE p.\"Id\" = $1 AND p.\"EncryptedStripePaymentIntentId\" IS NOT NULL",
+	1, {UUIDOID}, NULL, 0
+};
+static PePlan retry_forget_intent_plan = {
+	"DELETE FROM payment.intents WHERE payment_id = $1",
 	1, {UUIDOID}, NULL, 0
 };
 
+/*
+ * The newest create's request, as payment.create made it: a withdrawn
+ * create's probe (outbox.h) gets its confirm back.
+ */
 static PePlan retry_request_plan = {
-	"SELECT request::text, (SELECT pg_catalog.count(*) FROM payment.outbox o2"
+	"SELECT (CASE WHEN request ? 'metadata[withdrawn]'"
+	"  THEN (request - 'metadata[withdrawn]') ||"
+	"       CASE WHEN request->>'metadata[withdrawn]' = 'false' THEN '{}'::jsonb"
+	"            ELSE pg_catalog.jsonb_build_object('confirm', request->>'metadata[withdrawn]') END"
+	"  ELSE request END)::text,"
+	" (SELECT pg_catalog.count(*) FROM payment.outbox o2"
 	"  WHERE o2.payment_id = $1 AND o2.kind = 'payment_intent.create'), idempotency_key"
 	" FROM payment.outbox WHERE payment_id = $1 AND kind = 'payment_intent.create'"
 	" ORDER BY id DESC LIMIT 1",
@@ -643,12 +670,52 @@ pe_retry(PG_FUNCTION_ARGS)
 	old_key = TextDatumGetCString(pe_spi_getdatum(0, 3, &isnull));
 	new_key = psprintf("pe-%s-pi-" INT64_FORMAT, uuid_text(payment_id), n + 1);
 
+	/* the earlier attempt's PaymentIntent, unless Stripe finished it, is canceled */
+	rc = SPI_execute_plan(pe_plan(&retry_old_intent_plan), &payment_id, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "looking up the payment's PaymentIntent failed");
+	if (SPI_processed > 0)
+	{
+		Datum		sealed = pe_spi_getdatum(0, 1, &isnull);
+		Datum		st = pe_spi_getdatum(0, 2, &isnull);
+		char	   *old_status = isnull ? "requires_payment_method" : TextDatumGetCString(st);
+
+		/* a charged one is the payment's charge: it was Failed by mistake */
+		if (strcmp(old_status, "succeeded") == 0)
+		{
+			pe_audit_log_refusal("payment retry", "Stripe charged the payment");
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("payment %s cannot be retried: Stripe reported its PaymentIntent succeeded",
+							uuid_text(payment_id)),
+					 errhint("The customer was charged: see payment.reconcile, and set the payment Completed with payment.resolve().")));
+		}
+		else
+		{
+			char	   *old_pi = pe_open(TextDatumGetCString(sealed),
+										 psprintf("Payments.EncryptedStripePaymentIntentId:%s",
+												  uuid_text(payment_id)));
+
+			pe_outbox_undo_intent(DatumGetUUIDP(payment_id), old_pi, old_status,
+								  "payment.retry made a new attempt");
+			pe_secret_cleanse(old_pi);
+		}
+	}
+
 	rc = SPI_execute_plan(pe_plan(&retry_update_plan), &payment_id, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "updating the payment failed");
-	/* the same request, under a new key: a new PaymentIntent */
-	outbox_insert("payment_intent.create", payment_id, (Datum) 0, false,
-				  pe_reseal_request(request, old_key, new_key), new_key);
+	rc = SPI_execute_plan(pe_plan(&retry_forget_intent_plan), &payment_id, NULL, false, 0);
+	if (rc != SPI_OK_DELETE)
+		elog(ERROR, "forgetting the earlier PaymentIntent failed");
+	/* the same request, under a new key and attempt: a new PaymentIntent */
+	request = pe_reseal_request(request, old_key, new_key);
+	request[strlen(request) - 1] = '\0';	/* reopen the object: a later key wins */
+	request = psprintf("%s%s\"metadata[attempt]\": \"" INT64_FORMAT "\"}", request,
+					   strlen(request) > 1 ? ", " : "", n + 1);
+	outbox_insert("payment_intent.create", payment_id, (Datum) 0, false, request, new_key);
+	/* an earlier attempt's request still waiting is withdrawn (outbox.h) */
+	pe_outbox_withdraw(payment_id, false);
 	SPI_finish();
 	PG_RETURN_VOID();
 }

@@ -50,3 +50,21 @@ CREATE UNIQUE INDEX "UX_Payments_EventRegistration_Live"
     WHERE "Status" IN (0, 1, 4);
 COMMENT ON INDEX "UX_Payments_EventRegistration_Live" IS
 	'one live (Pending, Completed or PartiallyRefunded) payment per registration: one paid payment until it is fully refunded';
+
+-- ---------------------------------------------------------------------------
+-- issue 17, items 1 and 2: no charge for a payment that no longer wants it,
+-- and the current attempt's PaymentIntent.  (The logic is in the C library:
+-- src/outbox_outcome.c, resolve.c, payments.c, webhook_apply.c.)  A new
+-- outbox kind, refund.unwanted: the refund of the whole charge of a
+-- PaymentIntent that its payment does not keep (a PaymentIntent of an
+-- earlier attempt, or charged after the payment stopped being Pending).
+-- ---------------------------------------------------------------------------
+ALTER TABLE payment.outbox DROP CONSTRAINT outbox_kind_check;
+ALTER TABLE payment.outbox ADD CONSTRAINT outbox_kind_check
+	CHECK (kind IN ('payment_intent.create', 'refund.create',
+	                'payment_intent.retrieve', 'payment_intent.cancel',
+	                'payment_intent.search', 'refund.list', 'refund.unwanted'));
+COMMENT ON COLUMN payment.outbox.kind IS
+	'payment_intent.create, refund.create, payment_intent.retrieve, payment_intent.cancel, payment_intent.search, refund.list or refund.unwanted';
+COMMENT ON TABLE payment.intents IS
+	'the latest state Stripe reported of the PaymentIntent of each payment''s current attempt: Stripe status, next action type and the sealed client secret (payment.client_secret); payment.retry removes the row of the earlier attempt';
