@@ -262,6 +262,17 @@ static PePlan withdrawn_search_plan = {
 	" ON CONFLICT (idempotency_key) DO NOTHING",
 	2, {UUIDOID, INT8OID}, NULL, 0
 };
+/* A cancel refused because the PaymentIntent finished: look it up instead */
+static PePlan cancel_request_plan = {
+	"SELECT request::text FROM payment.outbox WHERE id = $1",
+	1, {INT8OID}, NULL, 0
+};
+static PePlan cancel_retrieve_plan = {
+	"INSERT INTO payment.outbox (kind, payment_id, request, idempotency_key)"
+	" VALUES ('payment_intent.retrieve', $1, $2::jsonb - 'cancellation_reason', $3)"
+	" ON CONFLICT (idempotency_key) DO NOTHING",
+	3, {UUIDOID, TEXTOID, TEXTOID}, NULL, 0
+};
 static PePlan reopen_plan = {
 	"UPDATE @S@.\"Payments\" SET \"Status\" = 0 WHERE \"Id\" = $1 AND \"Status\" = 2",
 	1, {UUIDOID}, NULL, 0
@@ -1345,6 +1356,34 @@ record_refund_list(OutboxItem *item, Outcome *o)
 		explicit_bzero(last_id, strlen(last_id));
 }
 
+/*
+ * A cancellation of a PaymentIntent the payment does not keep (or of a
+ * payment resolved to Failed) came too late: Stripe finished the
+ * PaymentIntent (canceled, or charged: then it must be refunded).  Look it
+ * up; the answer is recorded like any other (record_payment_intent).
+ */
+static void
+cancel_then_retrieve(OutboxItem *item, Outcome *o)
+{
+	Datum		args[3];
+	bool		isnull;
+	char	   *key = psprintf("%s-retrieve", item->idempotency_key);
+	char	   *request;
+	int			rc;
+
+	args[0] = Int64GetDatum(item->id);
+	rc = SPI_execute_plan(pe_plan(&cancel_request_plan), args, NULL, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "looking up a cancellation's request failed: %s", SPI_result_code_string(rc));
+	request = TextDatumGetCString(pe_spi_getdatum(0, 1, &isnull));
+	args[0] = UUIDPGetDatum(&item->payment_id);
+	args[1] = CStringGetTextDatum(pe_reseal_request(request, item->idempotency_key, key));
+	args[2] = CStringGetTextDatum(key);
+	outcome_exec(&cancel_retrieve_plan, args, NULL);
+	o->last_error = psprintf("%s: the PaymentIntent is looked up instead",
+							 o->last_error ? o->last_error : "too late to cancel");
+}
+
 /* A full jitter backoff for the attempt just made, in milliseconds. */
 static double
 outcome_backoff_ms(OutboxItem *item)
@@ -1444,8 +1483,17 @@ pe_outbox_record_one(OutboxItem *item, OutboxTally *tally)
 				if (o.err_code == NULL || strcmp(o.err_code, "charge_already_refunded") != 0)
 					o.cls = OUTCOME_DEAD;
 				break;
-			case OUTBOX_PI_RETRIEVE:
 			case OUTBOX_PI_CANCEL:
+				if (o.err_code != NULL && strcmp(o.err_code, "payment_intent_unexpected_state") == 0 &&
+					(strstr(item->idempotency_key, "-unwanted-cancel-") != NULL ||
+					 strstr(item->idempotency_key, "-cancel-resolve-") != NULL))
+				{
+					cancel_then_retrieve(item, &o);
+					break;
+				}
+				o.cls = OUTCOME_DEAD;
+				break;
+			case OUTBOX_PI_RETRIEVE:
 			case OUTBOX_PI_SEARCH:
 			case OUTBOX_REFUND_LIST:
 				/* the payment's (refund's) fate is the settler's call: keep it visible */
