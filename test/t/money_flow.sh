@@ -29,7 +29,7 @@ SECRETS="$PE_WORK/$C.whsec"
 (umask 077; printf '%s\n' "$S" >"$SECRETS")
 w_standin_start $C --webhook-secret "$S"
 w_cluster $C "payment_ext.webhook_secret_file = '$SECRETS'" "payment_ext.max_attempts = 100" \
-	"payment_ext.retry_base_ms = 100" "payment_ext.retry_max_ms = 300" "payment_ext.pending_ttl = '1h'"
+	"payment_ext.retry_base_ms = 100" "payment_ext.retry_max_ms = 1000" "payment_ext.pending_ttl = '1h'"
 w_seed $C 20
 ADMIN=$(w_user 20)
 
@@ -290,6 +290,7 @@ for pid, d in j['by_payment_id'].items():
     if d['charged_amount'] - d['refunded_amount'] > 0:
         kept[reg[pid]] = kept.get(reg[pid], 0) + 1
 print(max(kept.values()))")" 1 "per registration at most one charge that is not refunded"
-is "$(w_sql $C "SELECT count(*) FROM payment.dead_letters")" 0 "no request was given up on"
+is "$(w_sql $C "SELECT coalesce(string_agg(kind || ': ' || last_error, '; '), 'none') FROM payment.dead_letters")" none \
+	"no request was given up on"
 
 w_done
