@@ -21,7 +21,7 @@ set -uo pipefail
 source "$PE_WORK/repo/test/worker_lib.sh"
 trap w_cleanup EXIT
 
-echo "1..35"
+echo "1..36"
 
 C=w_money
 S=whsec_$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
@@ -108,6 +108,26 @@ w_wait $C "SELECT \"Status\" FROM \"Payments\" WHERE \"Id\" = '$P9'" 3 30 >/dev/
 P9B=$(w_sql $C "SELECT payment.create('$(w_reg 3)', '$(w_user 3)', 40.00, stripe_payment_method => 'pm_card_visa')")
 is "$(w_wait $C "SELECT \"Status\" FROM \"Payments\" WHERE \"Id\" = '$P9B'" 1 30)|$(charges "$P9")|$(refunded "$P9")" "1|1|4000" \
 	"item 9: once fully refunded, the registration takes a new payment"
+
+# the upgrade of a 1.1 database holding two live payments for one registration
+qu() {
+	"$PE_BIN/psql" -h "$PE_WORK/$C.sock" -p 5432 -U postgres -d upg \
+		-X -qAt -v ON_ERROR_STOP=1 "$@" 2>&1 | sed -E 's/^(psql:[^E]*)?ERROR:  /ERROR: /'
+}
+w_sql $C "CREATE DATABASE upg" >/dev/null
+qu -c "CREATE EXTENSION payment_ext VERSION '1.1'" >/dev/null
+qu -c "INSERT INTO \"Users\" (\"Id\", \"SceneName\", \"Email\") VALUES ('$(w_user 1)', 'u1', 'u1@example.org');
+       INSERT INTO \"Events\" (\"Id\", \"Title\", \"StartDate\", \"EndDate\") VALUES ('20000000-0000-0000-0000-000000000001', 'Upgrade', now(), now());
+       INSERT INTO \"EventRegistrations\" (\"Id\", \"EventId\", \"UserId\") VALUES ('$(w_reg 1)', '20000000-0000-0000-0000-000000000001', '$(w_user 1)');
+       INSERT INTO \"Payments\" (\"Id\", \"EventRegistrationId\", \"UserId\", \"AmountValue\", \"Status\", \"PaymentMethodType\")
+       VALUES ('40000000-0000-0000-0000-000000000001', '$(w_reg 1)', '$(w_user 1)', 40.00, 1, 1);
+       INSERT INTO \"PaymentRefunds\" (\"OriginalPaymentId\", \"RefundAmountValue\", \"RefundCurrency\", \"RefundReason\", \"RefundStatus\", \"ProcessedByUserId\")
+       VALUES ('40000000-0000-0000-0000-000000000001', 10.00, 'USD', 'partial refund before the upgrade', 1, '$(w_user 1)');
+       INSERT INTO \"Payments\" (\"EventRegistrationId\", \"UserId\", \"AmountValue\", \"Status\", \"PaymentMethodType\")
+       VALUES ('$(w_reg 1)', '$(w_user 1)', 40.00, 1, 1)" >/dev/null
+is "$(qu -v VERBOSITY=sqlstate -c "ALTER EXTENSION payment_ext UPDATE TO '1.2'")|$(qu -c "ALTER EXTENSION payment_ext UPDATE TO '1.2'" | head -1)|$(qu -c "SELECT extversion FROM pg_extension WHERE extname = 'payment_ext'")" \
+	"ERROR: 23505|ERROR: registration $(w_reg 1) has 2 live payments (Completed, PartiallyRefunded)|1.1" \
+	"item 9: the upgrade of a database with a PartiallyRefunded and a Completed payment for one registration stops, naming it, and changes nothing"
 
 # ---------------------------------------------------------------------------
 # item 1: resolve to Failed while Stripe is unreachable, then a new payment

@@ -28,7 +28,7 @@ DECLARE
 	r record;
 BEGIN
 	SELECT p."EventRegistrationId" AS registration, pg_catalog.count(*) AS live,
-	       pg_catalog.string_agg(payment.status_name(p."Status"), ', ' ORDER BY p."CreatedAt") AS states
+	       pg_catalog.string_agg(payment.status_name(p."Status"), ', ' ORDER BY p."Status", p."Id") AS states
 	  INTO r
 	  FROM "Payments" p
 	 WHERE p."Status" IN (0, 1, 4)
