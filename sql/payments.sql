@@ -69,7 +69,11 @@ SELECT try($$SELECT payment.create('31000000-0000-0000-0000-000000000005', '1100
 SELECT try($$SELECT payment.create('31000000-0000-0000-0000-000000000005', '11000000-0000-0000-0000-000000000005', NULL)$$);          -- NULL price
 SELECT try($$SELECT payment.create('31000000-0000-0000-0000-000000000005', '11000000-0000-0000-0000-000000000005', 40, method_type => 7)$$); -- method type
 SELECT try($$SELECT payment.create('31000000-0000-0000-0000-0000000000ff', '11000000-0000-0000-0000-000000000005', 40)$$);            -- unknown registration
-SELECT try($$SELECT payment.create('31000000-0000-0000-0000-000000000005', '11000000-0000-0000-0000-0000000000ff', 40)$$);            -- unknown user
+SELECT try($$SELECT payment.create('31000000-0000-0000-0000-000000000005', '11000000-0000-0000-0000-0000000000ff', 40)$$);            -- unknown user: not the registration's
+SELECT try($$SELECT payment.create('31000000-0000-0000-0000-000000000005', '11000000-0000-0000-0000-000000000006', 40)$$);            -- another user's registration
+SELECT try($$SELECT payment.create('31000000-0000-0000-0000-000000000005', '11000000-0000-0000-0000-000000000005', 0.49)$$);          -- below Stripe's minimum
+SELECT try($$SELECT payment.create('31000000-0000-0000-0000-000000000005', '11000000-0000-0000-0000-000000000005', 0.29, currency => 'GBP')$$); -- below 0.30 GBP
+SELECT try($$SELECT payment.create('31000000-0000-0000-0000-000000000005', '11000000-0000-0000-0000-000000000005', 0.60, 25)$$);      -- 0.60 less 25% is 0.45
 SELECT try($$SELECT payment.create('31000000-0000-0000-0000-000000000005', '11000000-0000-0000-0000-000000000005', 40, metadata => '[1]')$$); -- metadata not an object
 SELECT try($$SELECT payment.create('31000000-0000-0000-0000-000000000005', '11000000-0000-0000-0000-000000000005', 40, stripe_payment_method => '')$$); -- empty method
 SELECT try($$SELECT payment.create('31000000-0000-0000-0000-000000000005', '11000000-0000-0000-0000-000000000005', 40,
@@ -117,7 +121,8 @@ UPDATE "Payments" SET "Status" = 2 WHERE "Id" = :'p2';
 SELECT payment.status_name("Status"), "ProcessedAt" IS NOT NULL AS processed FROM "Payments" WHERE "Id" = :'p2';
 SELECT payment.retry(:'p2');
 SELECT payment.status_name("Status"), "ProcessedAt" IS NULL AS unprocessed FROM "Payments" WHERE "Id" = :'p2';
-SELECT kind, right(idempotency_key, 5) AS key_suffix, request = first_value(request) OVER (ORDER BY id) AS same_request
+SELECT kind, right(idempotency_key, 5) AS key_suffix, request->>'metadata[attempt]' AS attempt,
+       request - 'metadata[attempt]' = first_value(request - 'metadata[attempt]') OVER (ORDER BY id) AS same_request
   FROM payment.outbox WHERE payment_id = :'p2' ORDER BY id;
 -- a retried request's sealed method is sealed again for its new key
 SELECT payment.create('31000000-0000-0000-0000-000000000008', '11000000-0000-0000-0000-000000000008', 12,
@@ -126,7 +131,7 @@ UPDATE "Payments" SET "Status" = 2 WHERE "Id" = :'p8';
 SELECT payment.retry(:'p8');
 SELECT right(idempotency_key, 5) AS key_suffix,
        payment.decrypt(request->>'payment_method', 'outbox.request.payment_method:' || idempotency_key) AS method,
-       request - 'payment_method' = first_value(request - 'payment_method') OVER (ORDER BY id) AS same_otherwise
+       request - 'payment_method' - 'metadata[attempt]' = first_value(request - 'payment_method' - 'metadata[attempt]') OVER (ORDER BY id) AS same_otherwise
   FROM payment.outbox WHERE payment_id = :'p8' ORDER BY id;
 SELECT try($$SELECT payment.retry('$$ || :'p2' || $$')$$);                               -- not Failed
 SELECT try($$SELECT payment.retry('41000000-0000-0000-0000-0000000000ff')$$);             -- unknown payment

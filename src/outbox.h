@@ -38,7 +38,9 @@ typedef enum OutboxKind
 	OUTBOX_PI_RETRIEVE,			/* payment_intent.retrieve: GET /v1/payment_intents/{id} */
 	OUTBOX_PI_CANCEL,			/* payment_intent.cancel: POST .../{id}/cancel */
 	OUTBOX_PI_SEARCH,			/* payment_intent.search: GET .../search?query= */
-	OUTBOX_REFUND_LIST			/* refund.list: GET /v1/refunds?payment_intent= */
+	OUTBOX_REFUND_LIST,			/* refund.list: GET /v1/refunds?payment_intent= */
+	OUTBOX_REFUND_UNWANTED		/* refund.unwanted: POST /v1/refunds, all of a
+								 * charge its payment does not keep */
 } OutboxKind;
 
 typedef struct OutboxItem
@@ -55,6 +57,8 @@ typedef struct OutboxItem
 	bool		has_refund;
 	char	   *idempotency_key;
 	int			attempts;		/* including this one */
+	bool		withdrawn;		/* a create withdrawn after an attempt: sent
+								 * unconfirmed only to learn its fate */
 } OutboxItem;
 
 /* What one round of recording did, for the shared status */
@@ -89,6 +93,27 @@ extern void pe_outbox_mark(int64 id, const char *state, double delay_ms,
 						   int http_status, const char *last_error);
 extern char *pe_outbox_scrub(const char *text, int maxlen);
 extern const char *pe_outbox_kind_name(OutboxKind kind);
+
+/*
+ * Issue 17, items 1 and 2: requests of payments (refunds) that no longer
+ * want them.  A payment_intent.create is wanted only while its payment is
+ * Pending and it is the payment's newest create (the current attempt); a
+ * refund.create only while its refund is Processing.  PE_OUTBOX_WITHDRAW_SQL
+ * (outbox_outcome.c, three statements, $1 a payment id or NULL for all) makes
+ * every pending request that is no longer wanted harmless: one never sent is
+ * done ("withdrawn"); a create already attempted, which Stripe may have
+ * executed, becomes a probe: the same request without confirm and with
+ * metadata[withdrawn] (the original confirm), sent under its own key, so
+ * Stripe either answers that the key was used with other parameters (its
+ * PaymentIntent is then searched for and undone) or makes an unconfirmed
+ * PaymentIntent that is canceled.  Nothing is ever charged for it.
+ */
+extern void pe_outbox_withdraw(Datum payment_id, bool all);
+extern int	pe_intent_attempt(JsonbContainer *pi);
+extern bool pe_intent_is_current(const pg_uuid_t *payment_id, const char *pi_id,
+								 int attempt, char **stored_sealed);
+extern const char *pe_outbox_undo_intent(const pg_uuid_t *payment_id, const char *pi_id,
+										 const char *status, const char *why);
 
 /* outbox_settle.c: the settler's turn (in a transaction of the worker) */
 extern int	pe_outbox_settle(void);

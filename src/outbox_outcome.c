@@ -44,7 +44,9 @@
 #include <math.h>
 
 #include "catalog/pg_type.h"
+#include "common/cryptohash.h"
 #include "common/jsonapi.h"
+#include "common/sha2.h"
 #include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
@@ -206,6 +208,100 @@ static PePlan refund_list_next_plan = {
 	4, {UUIDOID, UUIDOID, TEXTOID, TEXTOID}, NULL, 0
 };
 
+/*
+ * Issue 17, items 1 and 2: withdrawing requests that are no longer wanted
+ * (see outbox.h).  A create is no longer wanted when its payment is not
+ * Pending, or when a newer create of the payment exists (payment.retry: the
+ * newest create is the current attempt).  $1: one payment, or NULL for all.
+ */
+#define WITHDRAW_CREATE_SQL \
+	" FROM @S@.\"Payments\" p" \
+	" WHERE p.\"Id\" = o.payment_id AND o.kind = 'payment_intent.create' AND o.state = 'pending'" \
+	"  AND ($1::uuid IS NULL OR o.payment_id = $1)" \
+	"  AND NOT (o.request ? 'metadata[withdrawn]')" \
+	"  AND (p.\"Status\" <> 0 OR EXISTS (SELECT 1 FROM payment.outbox n" \
+	"        WHERE n.payment_id = o.payment_id AND n.kind = 'payment_intent.create' AND n.id > o.id))"
+static PePlan withdraw_plans[3] = {
+	{
+		/* never sent: Stripe cannot know it */
+		"UPDATE payment.outbox o SET state = 'done', completed_at = pg_catalog.now(),"
+		" updated_at = pg_catalog.now(),"
+		" last_error = CASE WHEN p.\"Status\" <> 0"
+		"  THEN 'withdrawn before it was sent: the payment is no longer Pending'"
+		"  ELSE 'withdrawn before it was sent: payment.retry queued a newer attempt' END"
+		WITHDRAW_CREATE_SQL " AND o.attempts = 0",
+		1, {UUIDOID}, NULL, 0
+	},
+	{
+		/* attempted: a probe that can never charge (outbox.h) */
+		"UPDATE payment.outbox o SET updated_at = pg_catalog.now(),"
+		" request = (o.request - 'confirm') || pg_catalog.jsonb_build_object('metadata[withdrawn]',"
+		"   COALESCE(o.request->>'confirm', 'false')),"
+		" last_error = 'withdrawn after an attempt: sent again unconfirmed under its key, to learn"
+		" whether Stripe made its PaymentIntent (which is then canceled or refunded)'"
+		WITHDRAW_CREATE_SQL " AND o.attempts > 0",
+		1, {UUIDOID}, NULL, 0
+	},
+	{
+		/* a refund no longer Processing: resolved by a webhook or by hand */
+		"UPDATE payment.outbox o SET state = 'done', completed_at = pg_catalog.now(),"
+		" updated_at = pg_catalog.now(),"
+		" last_error = 'withdrawn: the refund is no longer Processing'"
+		" FROM @S@.\"PaymentRefunds\" r"
+		" WHERE r.\"Id\" = o.refund_id AND o.kind = 'refund.create' AND o.state = 'pending'"
+		"  AND r.\"RefundStatus\" <> 0 AND ($1::uuid IS NULL OR o.payment_id = $1)",
+		1, {UUIDOID}, NULL, 0
+	}
+};
+/* The payment's current PaymentIntent (sealed) and its newest create's key */
+static PePlan current_intent_plan = {
+	"SELECT p.\"EncryptedStripePaymentIntentId\", p.\"Status\", p.\"EventRegistrationId\","
+	" (SELECT c.idempotency_key FROM payment.outbox c WHERE c.payment_id = p.\"Id\""
+	"   AND c.kind = 'payment_intent.create' ORDER BY c.id DESC LIMIT 1)"
+	" FROM @S@.\"Payments\" p WHERE p.\"Id\" = $1",
+	1, {UUIDOID}, NULL, 0
+};
+/* A request that undoes a PaymentIntent the payment does not keep */
+static PePlan undo_enqueue_plan = {
+	"INSERT INTO payment.outbox (kind, payment_id, request, idempotency_key)"
+	" VALUES ($1, $2, $3::jsonb, $4) ON CONFLICT (idempotency_key) DO NOTHING",
+	4, {TEXTOID, UUIDOID, TEXTOID, TEXTOID}, NULL, 0
+};
+static PePlan undo_failure_plan = {
+	"INSERT INTO @S@.\"PaymentFailures\" (\"PaymentId\", \"FailureCode\", \"FailureMessage\")"
+	" VALUES ($1, 'unwanted_charge', $2)",
+	2, {UUIDOID, TEXTOID}, NULL, 0
+};
+/* A withdrawn create that Stripe had executed: search for its PaymentIntent */
+static PePlan withdrawn_search_plan = {
+	"INSERT INTO payment.outbox (kind, payment_id, request, idempotency_key)"
+	" VALUES ('payment_intent.search', $1, pg_catalog.jsonb_build_object('query',"
+	"  pg_catalog.format('metadata[''payment_id'']:''%s''', $1)),"
+	"  'pe-' || $1 || '-withdrawn-lookup-' || $2)"
+	" ON CONFLICT (idempotency_key) DO NOTHING",
+	2, {UUIDOID, INT8OID}, NULL, 0
+};
+/* A cancel refused because the PaymentIntent finished: look it up instead */
+static PePlan cancel_request_plan = {
+	"SELECT request::text FROM payment.outbox WHERE id = $1",
+	1, {INT8OID}, NULL, 0
+};
+static PePlan cancel_retrieve_plan = {
+	"INSERT INTO payment.outbox (kind, payment_id, request, idempotency_key)"
+	" VALUES ('payment_intent.retrieve', $1, $2::jsonb - 'cancellation_reason', $3)"
+	" ON CONFLICT (idempotency_key) DO NOTHING",
+	3, {UUIDOID, TEXTOID, TEXTOID}, NULL, 0
+};
+static PePlan reopen_plan = {
+	"UPDATE @S@.\"Payments\" SET \"Status\" = 0 WHERE \"Id\" = $1 AND \"Status\" = 2",
+	1, {UUIDOID}, NULL, 0
+};
+static PePlan other_live_plan = {
+	"SELECT 1 FROM @S@.\"Payments\" WHERE \"EventRegistrationId\" = $1"
+	" AND \"Status\" IN (0, 1, 4) AND \"Id\" <> $2",
+	2, {UUIDOID, UUIDOID}, NULL, 0
+};
+
 /* ---------------------------------------------------------------------------
  * Small helpers
  * ---------------------------------------------------------------------------
@@ -229,6 +325,8 @@ pe_outbox_kind_name(OutboxKind kind)
 			return "payment_intent.search";
 		case OUTBOX_REFUND_LIST:
 			return "refund.list";
+		case OUTBOX_REFUND_UNWANTED:
+			return "refund.unwanted";
 	}
 	return "?";
 }
@@ -448,6 +546,14 @@ outcome_classify(OutboxItem *item, Outcome *o)
 		outcome_describe(o, "Stripe-Should-Retry: true");
 		return;
 	}
+	if (item->withdrawn && st == 400 && o->err_type &&
+		strcmp(o->err_type, "idempotency_error") == 0)
+	{
+		/* the probe differs from the request Stripe executed under the key */
+		o->cls = OUTCOME_FINAL;
+		outcome_describe(o, "withdrawn create, executed at Stripe before");
+		return;
+	}
 	if (st == 401 || st == 403 ||
 		(o->err_type && strcmp(o->err_type, "idempotency_error") == 0))
 	{
@@ -558,6 +664,269 @@ record_payment_failed(OutboxItem *item, Outcome *o, const char *code, const char
 	outcome_exec(&failure_insert_plan, args, NULL);
 }
 
+/* ---------------------------------------------------------------------------
+ * Attempts, and PaymentIntents a payment does not keep (issue 17, items 1, 2)
+ * ---------------------------------------------------------------------------
+ */
+
+/* The first 16 hex digits of the SHA-256 of s: names a Stripe id in a key. */
+static char *
+digest_hex16(const char *s)
+{
+	pg_cryptohash_ctx *ctx = pg_cryptohash_create(PG_SHA256);
+	uint8		d[PG_SHA256_DIGEST_LENGTH];
+	char	   *out = palloc(17);
+	int			i;
+
+	if (ctx == NULL || pg_cryptohash_init(ctx) < 0 ||
+		pg_cryptohash_update(ctx, (const uint8 *) s, strlen(s)) < 0 ||
+		pg_cryptohash_final(ctx, d, sizeof(d)) < 0)
+		elog(ERROR, "could not compute a SHA-256 digest");
+	pg_cryptohash_free(ctx);
+	for (i = 0; i < 8; i++)
+		snprintf(out + 2 * i, 3, "%02x", d[i]);
+	return out;
+}
+
+/* A small decimal number, or 0. */
+static int
+small_number(const char *s)
+{
+	size_t		n = s ? strlen(s) : 0;
+
+	if (n == 0 || n > 6 || strspn(s, "0123456789") != n)
+		return 0;
+	return atoi(s);
+}
+
+/* The attempt n of a create's key pe-<payment id>-pi-<n>, or 0. */
+static int
+key_attempt(const char *key)
+{
+	const char *p = key ? strrchr(key, '-') : NULL;
+
+	if (p == NULL || p - key < 3 || strncmp(p - 3, "-pi", 3) != 0)
+		return 0;
+	return small_number(p + 1);
+}
+
+/*
+ * pe_intent_attempt
+ *		The attempt a PaymentIntent was created for: its metadata[attempt]
+ *		(set since 1.2), or 0 when it has none.
+ */
+int
+pe_intent_attempt(JsonbContainer *pi)
+{
+	return small_number(pe_jb_text(pe_jb_object(pi, "metadata"), "attempt"));
+}
+
+/*
+ * pe_outbox_withdraw
+ *		Make the pending requests of payment_id (of every payment when all)
+ *		that are no longer wanted harmless (outbox.h).  Connected to SPI.
+ */
+void
+pe_outbox_withdraw(Datum payment_id, bool all)
+{
+	char		nulls[1] = {all ? 'n' : ' '};
+	int			i;
+
+	for (i = 0; i < (int) lengthof(withdraw_plans); i++)
+	{
+		int			rc = SPI_execute_plan(pe_plan(&withdraw_plans[i]), &payment_id, nulls,
+										  false, 0);
+
+		if (rc != SPI_OK_UPDATE)
+			elog(ERROR, "withdrawing outbox requests failed: %s", SPI_result_code_string(rc));
+	}
+}
+
+/*
+ * intent_current
+ *		Is pi_id (of the given attempt, 0 if unknown) the PaymentIntent of
+ *		payment_id's current attempt?  The payment's stored PaymentIntent,
+ *		when it has one, decides (payment.retry clears it); else the attempt,
+ *		when known, must be the newest create's.  Sets *status and
+ *		*registration of the payment (-1 when there is no such payment).
+ */
+static bool
+intent_current(const pg_uuid_t *payment_id, const char *pi_id, int attempt,
+			   int *status, pg_uuid_t *registration)
+{
+	Datum		arg = UUIDPGetDatum(payment_id);
+	bool		isnull;
+	Datum		d;
+	int			rc;
+
+	*status = -1;
+	rc = SPI_execute_plan(pe_plan(&current_intent_plan), &arg, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "looking up the payment's attempt failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		return true;
+	*status = DatumGetInt32(pe_spi_getdatum(0, 2, &isnull));
+	if (registration != NULL)
+		memcpy(registration, DatumGetUUIDP(pe_spi_getdatum(0, 3, &isnull)), UUID_LEN);
+	d = pe_spi_getdatum(0, 1, &isnull);
+	if (!isnull)
+	{
+		char	   *pid = DatumGetCString(DirectFunctionCall1(uuid_out, arg));
+		char	   *stored = pe_open(TextDatumGetCString(d),
+									 pe_vault_context("Payments", "EncryptedStripePaymentIntentId", pid));
+		bool		same = strcmp(stored, pi_id) == 0;
+
+		pe_secret_cleanse(stored);
+		return same;
+	}
+	if (attempt > 0)
+	{
+		int			current;
+
+		d = pe_spi_getdatum(0, 4, &isnull);
+		current = isnull ? 0 : key_attempt(TextDatumGetCString(d));
+		if (current > 0)
+			return attempt == current;
+	}
+	return true;
+}
+
+/* The payment's current attempt: n of its newest create's key, or 0. */
+static int
+current_attempt(const pg_uuid_t *payment_id)
+{
+	Datum		arg = UUIDPGetDatum(payment_id);
+	bool		isnull;
+	Datum		d;
+	int			rc;
+
+	rc = SPI_execute_plan(pe_plan(&current_intent_plan), &arg, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "looking up the payment's attempt failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed == 0)
+		return 0;
+	d = pe_spi_getdatum(0, 4, &isnull);
+	return isnull ? 0 : key_attempt(TextDatumGetCString(d));
+}
+
+/* See outbox.h. */
+bool
+pe_intent_is_current(const pg_uuid_t *payment_id, const char *pi_id, int attempt,
+					 char **unused)
+{
+	int			status;
+
+	(void) unused;
+	return intent_current(payment_id, pi_id, attempt, &status, NULL);
+}
+
+/*
+ * pe_outbox_undo_intent
+ *		PaymentIntent pi_id (status as Stripe reported it) belongs to
+ *		payment_id, which does not keep it (why: an earlier attempt, the
+ *		payment is no longer Pending): queue its cancellation, or, when it
+ *		was charged, the refund of the whole charge (kind refund.unwanted)
+ *		with a "PaymentFailures" row (code unwanted_charge) saying why.  One
+ *		request per PaymentIntent: the key carries a digest of its id.
+ *		Returns what was done, for an outcome or last_error.  Connected to
+ *		SPI; the caller may write to payment.outbox and "PaymentFailures".
+ */
+const char *
+pe_outbox_undo_intent(const pg_uuid_t *payment_id, const char *pi_id, const char *status,
+					  const char *why)
+{
+	char	   *pid = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(payment_id)));
+	bool		refund = status != NULL && strcmp(status, "succeeded") == 0;
+	char	   *key;
+	StringInfoData req;
+	Datum		args[4];
+
+	if (status != NULL && strcmp(status, "canceled") == 0)
+		return "already canceled at Stripe";
+	if (status != NULL && strcmp(status, "processing") == 0)
+		return "still processing at Stripe: refunded if it succeeds";
+	key = psprintf(refund ? "pe-%s-unwanted-refund-%s" : "pe-%s-unwanted-cancel-%s",
+				   pid, digest_hex16(pi_id));
+	initStringInfo(&req);
+	appendStringInfoChar(&req, '{');
+	json_append(&req, "payment_intent",
+				pe_seal(pi_id, psprintf("outbox.request.payment_intent:%s", key)), true);
+	if (refund)
+	{
+		json_append(&req, "reason", "duplicate", false);
+		json_append(&req, "metadata[payment_id]", pid, false);
+		json_append(&req, "metadata[unwanted]", "true", false);
+	}
+	else
+		json_append(&req, "cancellation_reason", "duplicate", false);
+	appendStringInfoChar(&req, '}');
+	args[0] = CStringGetTextDatum(refund ? "refund.unwanted" : "payment_intent.cancel");
+	args[1] = UUIDPGetDatum(payment_id);
+	args[2] = CStringGetTextDatum(req.data);
+	args[3] = CStringGetTextDatum(key);
+	if (outcome_exec(&undo_enqueue_plan, args, NULL) > 0 && refund)
+	{
+		args[0] = UUIDPGetDatum(payment_id);
+		args[1] = CStringGetTextDatum(psprintf("Stripe charged a PaymentIntent that this payment does not keep (%s); the whole charge is refunded (refund.unwanted)",
+											   why));
+		outcome_exec(&undo_failure_plan, args, NULL);
+	}
+	return refund ? "its charge is refunded in full (refund.unwanted)" :
+		"it is canceled at Stripe";
+}
+
+/* Is item the search that looks for a withdrawn create's PaymentIntent? */
+static bool
+withdrawn_lookup(OutboxItem *item)
+{
+	return item->kind == OUTBOX_PI_SEARCH && item->idempotency_key != NULL &&
+		strstr(item->idempotency_key, "-withdrawn-lookup-") != NULL;
+}
+
+/*
+ * A current PaymentIntent succeeded, but its payment was no longer Pending:
+ * a paid payment keeps it (it is its charge); a Failed one whose
+ * registration has no other live payment takes it (Failed -> Pending ->
+ * Completed, as the webhook does); any other is refunded.
+ */
+static void
+charged_not_pending(OutboxItem *item, Outcome *o, const char *id, Datum *args)
+{
+	int			pstatus;
+	pg_uuid_t	reg;
+
+	intent_current(&item->payment_id, id, 0, &pstatus, &reg);
+	if (pstatus == PE_PAYMENT_COMPLETED || pstatus == PE_PAYMENT_PARTIALLY_REFUNDED ||
+		pstatus == PE_PAYMENT_REFUNDED)
+	{
+		o->last_error = psprintf("succeeded; the payment is already %s",
+								 pe_payment_status_name(pstatus));
+		return;
+	}
+	if (pstatus == PE_PAYMENT_FAILED)
+	{
+		Datum		a2[2];
+		int			rc;
+
+		a2[0] = UUIDPGetDatum(&reg);
+		a2[1] = UUIDPGetDatum(&item->payment_id);
+		rc = SPI_execute_plan(pe_plan(&other_live_plan), a2, NULL, false, 1);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "looking up live payments failed: %s", SPI_result_code_string(rc));
+		if (SPI_processed == 0 &&
+			outcome_exec(&reopen_plan, args, NULL) > 0 &&
+			outcome_exec(&payment_complete_plan, args, NULL) > 0)
+		{
+			o->last_error = pstrdup("succeeded after the payment was Failed: Failed -> Pending -> Completed (its registration had no other live payment)");
+			return;
+		}
+	}
+	o->last_error = psprintf("succeeded, but the payment is %s: %s",
+							 pstatus >= 0 ? pe_payment_status_name(pstatus) : "gone",
+							 pe_outbox_undo_intent(&item->payment_id, id, "succeeded",
+												   "the payment was no longer Pending"));
+}
+
 /*
  * A lookup (retrieve, search) found the PaymentIntent of a payment that is
  * still Pending, not finished at Stripe either: when the payment is older
@@ -630,6 +999,29 @@ record_payment_intent(OutboxItem *item, Outcome *o, JsonbContainer *pi)
 			return;
 		}
 	}
+
+	/*
+	 * A PaymentIntent of an earlier attempt (payment.retry made a newer one),
+	 * or other than the one the payment keeps: it changes nothing of the
+	 * payment; it is canceled, or refunded when it was charged.
+	 */
+	{
+		int			attempt = pe_intent_attempt(pi);
+		int			pstatus;
+
+		if (attempt == 0 && item->kind == OUTBOX_PI_CREATE)
+			attempt = key_attempt(item->idempotency_key);
+		if (!intent_current(&item->payment_id, id, attempt, &pstatus, NULL))
+		{
+			pe_stripe_ref_add(id, "payment_intent", &item->payment_id, NULL);
+			o->last_error = psprintf("PaymentIntent %s is not the payment's current one: %s",
+									 pe_outbox_scrub(status, 40),
+									 pe_outbox_undo_intent(&item->payment_id, id, status,
+														   "a PaymentIntent of an earlier attempt"));
+			explicit_bzero(id, strlen(id));
+			return;
+		}
+	}
 	sealed_id = outcome_seal(id, "Payments", "EncryptedStripePaymentIntentId", &item->payment_id);
 
 	/* what the application and the settler need: status, next action, client secret */
@@ -668,7 +1060,7 @@ record_payment_intent(OutboxItem *item, Outcome *o, JsonbContainer *pi)
 	if (strcmp(status, "succeeded") == 0)
 	{
 		if (outcome_exec(&payment_complete_plan, args, NULL) == 0)
-			o->last_error = pstrdup("succeeded, but the payment was no longer Pending");
+			charged_not_pending(item, o, id, args);
 	}
 	else if (strcmp(status, "canceled") == 0)
 	{
@@ -689,7 +1081,17 @@ record_payment_intent(OutboxItem *item, Outcome *o, JsonbContainer *pi)
 	else
 	{
 		/* requires_action, requires_payment_method, processing, ...: Pending */
-		outcome_exec(&payment_intent_plan, args, NULL);
+		if (outcome_exec(&payment_intent_plan, args, NULL) == 0 &&
+			(item->kind == OUTBOX_PI_CREATE || withdrawn_lookup(item)))
+		{
+			/* made for a payment that is no longer Pending: never charged */
+			o->last_error = psprintf("PaymentIntent %s, but the payment is no longer Pending: %s",
+									 pe_outbox_scrub(status, 40),
+									 pe_outbox_undo_intent(&item->payment_id, id, status,
+														   "the payment was no longer Pending"));
+			explicit_bzero(id, strlen(id));
+			return;
+		}
 		o->last_error = psprintf("PaymentIntent %s", status);
 		if (item->kind == OUTBOX_PI_RETRIEVE || item->kind == OUTBOX_PI_SEARCH)
 			settle_expire_if_old(item, o, status);
@@ -709,6 +1111,7 @@ record_search(OutboxItem *item, Outcome *o)
 	JsonbContainer *best = NULL;
 	long		best_created = -1;
 	bool		best_succeeded = false;
+	int			undone = 0;
 
 	if (v == NULL || v->type != jbvBinary || !JsonContainerIsArray(v->val.binary.data))
 	{
@@ -739,6 +1142,22 @@ record_search(OutboxItem *item, Outcome *o)
 																		  UUIDPGetDatum(&item->payment_id)))) != 0)
 				continue;		/* not ours after all */
 			st = pe_jb_text(pi, "status");
+			{
+				char	   *pi_id = pe_jb_text(pi, "id");
+				int			pstatus;
+
+				if (pi_id != NULL && st != NULL &&
+					!intent_current(&item->payment_id, pi_id, pe_intent_attempt(pi), &pstatus, NULL))
+				{
+					/* an earlier attempt's: undone, never recorded as the payment's */
+					pe_stripe_ref_add(pi_id, "payment_intent", &item->payment_id, NULL);
+					pe_outbox_undo_intent(&item->payment_id, pi_id, st,
+										  "a PaymentIntent of an earlier attempt");
+					explicit_bzero(pi_id, strlen(pi_id));
+					undone++;
+					continue;
+				}
+			}
 			cr = pe_jb_text(pi, "created");
 			created = cr ? strtol(cr, NULL, 10) : 0;
 			succeeded = st != NULL && strcmp(st, "succeeded") == 0;
@@ -754,6 +1173,18 @@ record_search(OutboxItem *item, Outcome *o)
 	if (best != NULL)
 	{
 		record_payment_intent(item, o, best);
+		return;
+	}
+	if (withdrawn_lookup(item))
+	{
+		/* Stripe executed the withdrawn create: its PaymentIntent exists */
+		if (undone == 0)
+		{
+			o->cls = OUTCOME_RETRY;
+			o->last_error = pstrdup("the withdrawn create's PaymentIntent is not in Stripe's search yet (its index lags): searching again");
+		}
+		else
+			o->last_error = psprintf("%d PaymentIntent(s) of earlier attempts found and undone", undone);
 		return;
 	}
 	o->last_error = pstrdup("no PaymentIntent at Stripe: the payment expires");
@@ -971,6 +1402,34 @@ record_refund_list(OutboxItem *item, Outcome *o)
 		explicit_bzero(last_id, strlen(last_id));
 }
 
+/*
+ * A cancellation of a PaymentIntent the payment does not keep (or of a
+ * payment resolved to Failed) came too late: Stripe finished the
+ * PaymentIntent (canceled, or charged: then it must be refunded).  Look it
+ * up; the answer is recorded like any other (record_payment_intent).
+ */
+static void
+cancel_then_retrieve(OutboxItem *item, Outcome *o)
+{
+	Datum		args[3];
+	bool		isnull;
+	char	   *key = psprintf("%s-retrieve", item->idempotency_key);
+	char	   *request;
+	int			rc;
+
+	args[0] = Int64GetDatum(item->id);
+	rc = SPI_execute_plan(pe_plan(&cancel_request_plan), args, NULL, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "looking up a cancellation's request failed: %s", SPI_result_code_string(rc));
+	request = TextDatumGetCString(pe_spi_getdatum(0, 1, &isnull));
+	args[0] = UUIDPGetDatum(&item->payment_id);
+	args[1] = CStringGetTextDatum(pe_reseal_request(request, item->idempotency_key, key));
+	args[2] = CStringGetTextDatum(key);
+	outcome_exec(&cancel_retrieve_plan, args, NULL);
+	o->last_error = psprintf("%s: the PaymentIntent is looked up instead",
+							 o->last_error ? o->last_error : "too late to cancel");
+}
+
 /* A full jitter backoff for the attempt just made, in milliseconds. */
 static double
 outcome_backoff_ms(OutboxItem *item)
@@ -1036,6 +1495,13 @@ pe_outbox_record_one(OutboxItem *item, OutboxTally *tally)
 			record_refund_list(item, &o);
 		else if (item->kind == OUTBOX_PI_SEARCH)
 			record_search(item, &o);
+		else if (item->kind == OUTBOX_REFUND_UNWANTED)
+		{
+			char	   *st = pe_jb_text(&o.object->root, "status");
+
+			o.last_error = psprintf("refunded a charge the payment does not keep: refund %s",
+									st ? pe_outbox_scrub(st, 40) : "without a status");
+		}
 		else
 			record_payment_intent(item, &o, &o.object->root);
 	}
@@ -1044,6 +1510,32 @@ pe_outbox_record_one(OutboxItem *item, OutboxTally *tally)
 		switch (item->kind)
 		{
 			case OUTBOX_PI_CREATE:
+				if (item->withdrawn)
+				{
+					Datum		args[2];
+
+					if (o.err_type && strcmp(o.err_type, "idempotency_error") == 0)
+					{
+						/* Stripe made its PaymentIntent: find it and undo it */
+						args[0] = UUIDPGetDatum(&item->payment_id);
+						args[1] = Int64GetDatum(item->id);
+						outcome_exec(&withdrawn_search_plan, args, NULL);
+						o.last_error = pstrdup("withdrawn create: Stripe had executed it, so its PaymentIntent is searched for and canceled or refunded");
+					}
+					break;		/* never fails the payment */
+				}
+				{
+					int			attempt = key_attempt(item->idempotency_key);
+					int			current = current_attempt(&item->payment_id);
+
+					if (attempt > 0 && current > 0 && attempt != current)
+					{
+						/* an earlier attempt's refusal: the payment is not changed */
+						o.last_error = psprintf("%s (an earlier attempt: the payment is not changed)",
+												o.last_error ? o.last_error : "refused");
+						break;
+					}
+				}
 				record_payment_failed(item, &o,
 									  o.err_decline ? o.err_decline :
 									  o.err_code ? o.err_code :
@@ -1062,8 +1554,22 @@ pe_outbox_record_one(OutboxItem *item, OutboxTally *tally)
 					outcome_exec(&refund_set_plan, args, nulls);
 				}
 				break;
-			case OUTBOX_PI_RETRIEVE:
+			case OUTBOX_REFUND_UNWANTED:
+				/* nothing left to refund is done; anything else needs a look */
+				if (o.err_code == NULL || strcmp(o.err_code, "charge_already_refunded") != 0)
+					o.cls = OUTCOME_DEAD;
+				break;
 			case OUTBOX_PI_CANCEL:
+				if (o.err_code != NULL && strcmp(o.err_code, "payment_intent_unexpected_state") == 0 &&
+					(strstr(item->idempotency_key, "-unwanted-cancel-") != NULL ||
+					 strstr(item->idempotency_key, "-cancel-resolve-") != NULL))
+				{
+					cancel_then_retrieve(item, &o);
+					break;
+				}
+				o.cls = OUTCOME_DEAD;
+				break;
+			case OUTBOX_PI_RETRIEVE:
 			case OUTBOX_PI_SEARCH:
 			case OUTBOX_REFUND_LIST:
 				/* the payment's (refund's) fate is the settler's call: keep it visible */

@@ -218,6 +218,8 @@ pe_outbox_build(ClaimedRow *r, OutboxItem *item, const char *api_key)
 		item->kind = OUTBOX_PI_SEARCH;
 	else if (strcmp(r->kind, "refund.list") == 0)
 		item->kind = OUTBOX_REFUND_LIST;
+	else if (strcmp(r->kind, "refund.unwanted") == 0)
+		item->kind = OUTBOX_REFUND_UNWANTED;
 	else
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -249,6 +251,8 @@ pe_outbox_build(ClaimedRow *r, OutboxItem *item, const char *api_key)
 		tok = JsonbIteratorNext(&it, &v, true);
 		value = request_value_text(&v, key);
 
+		if (strcmp(key, "metadata[withdrawn]") == 0)
+			item->withdrawn = true;
 		if (strcmp(key, "saved_method_id") == 0)
 		{
 			opened = saved_method_open(value);
@@ -305,7 +309,7 @@ pe_outbox_build(ClaimedRow *r, OutboxItem *item, const char *api_key)
 	/* method and URL */
 	if (item->kind == OUTBOX_PI_CREATE)
 		path = "/v1/payment_intents";
-	else if (item->kind == OUTBOX_REFUND_CREATE)
+	else if (item->kind == OUTBOX_REFUND_CREATE || item->kind == OUTBOX_REFUND_UNWANTED)
 		path = "/v1/refunds";
 	else if (item->kind == OUTBOX_PI_SEARCH)
 	{

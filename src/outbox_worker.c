@@ -157,11 +157,25 @@ static int	saved_sec_context;
 	"(first_attempt_at IS NULL OR first_attempt_at >= pg_catalog.now() - interval '23 hours'" \
 	" OR kind NOT IN ('payment_intent.create', 'refund.create'))"
 
+/*
+ * ... and still wanted (issue 17, items 1 and 2; outbox.h): a create only
+ * for a Pending payment whose newest create it is (or a withdrawn create's
+ * probe), a refund.create only for a Processing refund.  Rows that are not
+ * are withdrawn (pe_outbox_withdraw) in the same claiming transaction.
+ */
+#define OUTBOX_WANTED_SQL \
+	" AND (kind <> 'payment_intent.create' OR request ? 'metadata[withdrawn]'" \
+	"      OR (EXISTS (SELECT 1 FROM @S@.\"Payments\" p WHERE p.\"Id\" = w.payment_id AND p.\"Status\" = 0)" \
+	"          AND NOT EXISTS (SELECT 1 FROM payment.outbox n WHERE n.payment_id = w.payment_id" \
+	"                           AND n.kind = 'payment_intent.create' AND n.id > w.id)))" \
+	" AND (kind <> 'refund.create' OR EXISTS (SELECT 1 FROM @S@.\"PaymentRefunds\" r" \
+	"      WHERE r.\"Id\" = w.refund_id AND r.\"RefundStatus\" = 0))"
+
 static PePlan claim_plan = {
 	"WITH due AS ("
-	" SELECT id FROM payment.outbox"
+	" SELECT id FROM payment.outbox w"
 	"  WHERE state = 'pending' AND next_attempt_at <= pg_catalog.clock_timestamp()"
-	"  AND " OUTBOX_SENDABLE_SQL
+	"  AND " OUTBOX_SENDABLE_SQL OUTBOX_WANTED_SQL
 	"  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
 	" UPDATE payment.outbox o SET state = 'sending', attempts = o.attempts + 1,"
 	"  claimed_at = pg_catalog.now(), first_attempt_at = COALESCE(o.first_attempt_at, pg_catalog.now()),"
@@ -649,6 +663,7 @@ outbox_claim_batch(int limit, List **items, TimestampTz *next_due)
 	*items = NIL;
 	xact_begin("claiming");
 	spicxt = CurrentMemoryContext;
+	pe_outbox_withdraw((Datum) 0, true);
 	rc = SPI_execute_plan(pe_plan(&claim_plan), &arg, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "claiming outbox rows failed: %s", SPI_result_code_string(rc));

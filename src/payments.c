@@ -40,6 +40,7 @@
 #include "utils/uuid.h"
 
 #include "audit.h"
+#include "outbox.h"
 #include "payment_ext.h"
 #include "vault.h"
 
@@ -297,13 +298,14 @@ pe_reseal_request(const char *request, const char *old_key, const char *new_key)
  * ---------------------------------------------------------------------------
  */
 static PePlan lock_registration_plan = {
-	"SELECT 1 FROM ONLY @S@.\"EventRegistrations\" WHERE \"Id\" OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE",
+	"SELECT \"UserId\" FROM ONLY @S@.\"EventRegistrations\" WHERE \"Id\" OPERATOR(pg_catalog.=) $1 FOR NO KEY UPDATE",
 	1, {UUIDOID}, NULL, 0
 };
 
+/* live: Pending, Completed or PartiallyRefunded (issue 17, item 9) */
 static PePlan live_payment_plan = {
 	"SELECT \"Id\", \"Status\" FROM @S@.\"Payments\""
-	" WHERE \"EventRegistrationId\" = $1 AND \"Status\" IN (0, 1) LIMIT 1",
+	" WHERE \"EventRegistrationId\" = $1 AND \"Status\" IN (0, 1, 4) LIMIT 1",
 	1, {UUIDOID}, NULL, 0
 };
 
@@ -323,11 +325,14 @@ static PePlan payment_insert_plan = {
 
 /*
  * lock_registration_for_payment
- *		Lock the registration and raise if it is unknown or already has a
- *		live (Pending or Completed) payment.  Caller is connected to SPI.
+ *		Lock the registration and raise if it is unknown, belongs to a user
+ *		other than user_id (unless user_id is NULL: payment.retry, whose
+ *		payment was checked when it was created), or already has a live
+ *		(Pending, Completed or PartiallyRefunded) payment.  Caller is
+ *		connected to SPI.
  */
 static void
-lock_registration_for_payment(Datum registration_id)
+lock_registration_for_payment(Datum registration_id, Datum *user_id)
 {
 	bool		isnull;
 	int			rc;
@@ -340,6 +345,21 @@ lock_registration_for_payment(Datum registration_id)
 		ereport(ERROR,
 				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("registration %s does not exist", uuid_text(registration_id))));
+	if (user_id != NULL)
+	{
+		Datum		owner = pe_spi_getdatum(0, 1, &isnull);
+
+		if (isnull || !DatumGetBool(DirectFunctionCall2(uuid_eq, owner, *user_id)))
+		{
+			pe_audit_log_refusal("payment", "registration of another user");
+			ereport(ERROR,
+					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+					 errmsg("registration %s belongs to another user",
+							uuid_text(registration_id)),
+					 errdetail("A payment's \"UserId\" is the user of its registration."),
+					 errhint("Pass the registration's own user as user_id.")));
+		}
+	}
 
 	rc = SPI_execute_plan(pe_plan(&live_payment_plan), &registration_id, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
@@ -353,8 +373,32 @@ lock_registration_for_payment(Datum registration_id)
 				(errcode(ERRCODE_UNIQUE_VIOLATION),
 				 errmsg("registration %s already has a %s payment",
 						uuid_text(registration_id), pe_payment_status_name(status)),
-				 errdetail("A registration has at most one Pending or Completed payment."),
+				 errdetail("A registration has at most one Pending, Completed or PartiallyRefunded payment (one paid payment until it is fully refunded)."),
 				 errhint("A Failed payment is retried with payment.retry().")));
+	}
+}
+
+/*
+ * check_stripe_minimum
+ *		Raise unless amount (not zero) is at least Stripe's minimum charge in
+ *		currency: 0.50 USD, EUR and CAD, 0.30 GBP.  A smaller charge would
+ *		only fail at Stripe (amount_too_small) after the payment was made.
+ */
+static void
+check_stripe_minimum(Numeric amount, const char *currency)
+{
+	int64		minimum = strcmp(currency, "GBP") == 0 ? 30 : 50;
+
+	if (pe_minor_units(amount) < minimum)
+	{
+		pe_audit_log_refusal("payment", "amount below Stripe's minimum charge");
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("an amount of %s %s is below Stripe's minimum charge of %s %s",
+						DatumGetCString(DirectFunctionCall1(numeric_out, NumericGetDatum(amount))),
+						currency, minimum == 30 ? "0.30" : "0.50", currency),
+				 errdetail("The amount is the full price after the sliding-scale discount."),
+				 errhint("A zero amount makes a NotRequired payment; Stripe charges at least 0.50 USD, EUR or CAD and 0.30 GBP.")));
 	}
 }
 
@@ -410,6 +454,8 @@ create_body(PG_FUNCTION_ARGS)
 	pe_check_currency(currency, "currency");
 	amount = pe_compute_price(full_price, discount);
 	zero = pe_numeric_cmp(amount, int64_to_numeric(0)) == 0;
+	if (!zero)
+		check_stripe_minimum(amount, currency);
 	if (method_type < 0 || method_type > 4)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -463,7 +509,7 @@ create_body(PG_FUNCTION_ARGS)
 		PG_RETURN_DATUM(existing);
 	}
 
-	lock_registration_for_payment(registration_id);
+	lock_registration_for_payment(registration_id, &user_id);
 
 	if (has_saved)
 	{
@@ -515,6 +561,7 @@ create_body(PG_FUNCTION_ARGS)
 		json_field(&req, "currency", stripe_currency(currency));
 		json_field(&req, "metadata[payment_id]", pid);
 		json_field(&req, "metadata[registration_id]", uuid_text(registration_id));
+		json_field(&req, "metadata[attempt]", "1");
 		json_field(&req, "automatic_payment_methods[enabled]", "true");
 		if (stripe_pm != NULL || has_saved)
 		{
@@ -544,13 +591,38 @@ static PePlan retry_lookup_plan = {
 	1, {UUIDOID}, NULL, 0
 };
 
+/*
+ * A new attempt has no PaymentIntent until Stripe makes it (issue 17, item
+ * 2): the earlier attempt's id and state go, so that nothing reads or
+ * changes the payment through them again.
+ */
 static PePlan retry_update_plan = {
-	"UPDATE @S@.\"Payments\" SET \"Status\" = 0 WHERE \"Id\" = $1",
+	"UPDATE @S@.\"Payments\" SET \"Status\" = 0, \"EncryptedStripePaymentIntentId\" = NULL"
+	" WHERE \"Id\" = $1",
+	1, {UUIDOID}, NULL, 0
+};
+static PePlan retry_old_intent_plan = {
+	"SELECT p.\"EncryptedStripePaymentIntentId\", i.stripe_status"
+	" FROM @S@.\"Payments\" p LEFT JOIN payment.intents i ON i.payment_id = p.\"Id\""
+	" WHERE p.\"Id\" = $1 AND p.\"EncryptedStripePaymentIntentId\" IS NOT NULL",
+	1, {UUIDOID}, NULL, 0
+};
+static PePlan retry_forget_intent_plan = {
+	"DELETE FROM payment.intents WHERE payment_id = $1",
 	1, {UUIDOID}, NULL, 0
 };
 
+/*
+ * The newest create's request, as payment.create made it: a withdrawn
+ * create's probe (outbox.h) gets its confirm back.
+ */
 static PePlan retry_request_plan = {
-	"SELECT request::text, (SELECT pg_catalog.count(*) FROM payment.outbox o2"
+	"SELECT (CASE WHEN request ? 'metadata[withdrawn]'"
+	"  THEN (request - 'metadata[withdrawn]') ||"
+	"       CASE WHEN request->>'metadata[withdrawn]' = 'false' THEN '{}'::jsonb"
+	"            ELSE pg_catalog.jsonb_build_object('confirm', request->>'metadata[withdrawn]') END"
+	"  ELSE request END)::text,"
+	" (SELECT pg_catalog.count(*) FROM payment.outbox o2"
 	"  WHERE o2.payment_id = $1 AND o2.kind = 'payment_intent.create'), idempotency_key"
 	" FROM payment.outbox WHERE payment_id = $1 AND kind = 'payment_intent.create'"
 	" ORDER BY id DESC LIMIT 1",
@@ -604,7 +676,7 @@ retry_body(PG_FUNCTION_ARGS)
 						uuid_text(payment_id), pe_payment_status_name(status)),
 				 errhint("Only Failed payments are retried.")));
 	}
-	lock_registration_for_payment(registration_id);
+	lock_registration_for_payment(registration_id, NULL);
 
 	rc = SPI_execute_plan(pe_plan(&retry_request_plan), &payment_id, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)
@@ -619,12 +691,52 @@ retry_body(PG_FUNCTION_ARGS)
 	old_key = TextDatumGetCString(pe_spi_getdatum(0, 3, &isnull));
 	new_key = psprintf("pe-%s-pi-" INT64_FORMAT, uuid_text(payment_id), n + 1);
 
+	/* the earlier attempt's PaymentIntent, unless Stripe finished it, is canceled */
+	rc = SPI_execute_plan(pe_plan(&retry_old_intent_plan), &payment_id, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "looking up the payment's PaymentIntent failed");
+	if (SPI_processed > 0)
+	{
+		Datum		sealed = pe_spi_getdatum(0, 1, &isnull);
+		Datum		st = pe_spi_getdatum(0, 2, &isnull);
+		char	   *old_status = isnull ? "requires_payment_method" : TextDatumGetCString(st);
+
+		/* a charged one is the payment's charge: it was Failed by mistake */
+		if (strcmp(old_status, "succeeded") == 0)
+		{
+			pe_audit_log_refusal("payment retry", "Stripe charged the payment");
+			ereport(ERROR,
+					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+					 errmsg("payment %s cannot be retried: Stripe reported its PaymentIntent succeeded",
+							uuid_text(payment_id)),
+					 errhint("The customer was charged: see payment.reconcile, and set the payment Completed with payment.resolve().")));
+		}
+		else
+		{
+			char	   *old_pi = pe_open(TextDatumGetCString(sealed),
+										 psprintf("Payments.EncryptedStripePaymentIntentId:%s",
+												  uuid_text(payment_id)));
+
+			pe_outbox_undo_intent(DatumGetUUIDP(payment_id), old_pi, old_status,
+								  "payment.retry made a new attempt");
+			pe_secret_cleanse(old_pi);
+		}
+	}
+
 	rc = SPI_execute_plan(pe_plan(&retry_update_plan), &payment_id, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "updating the payment failed");
-	/* the same request, under a new key: a new PaymentIntent */
-	outbox_insert("payment_intent.create", payment_id, (Datum) 0, false,
-				  pe_reseal_request(request, old_key, new_key), new_key);
+	rc = SPI_execute_plan(pe_plan(&retry_forget_intent_plan), &payment_id, NULL, false, 0);
+	if (rc != SPI_OK_DELETE)
+		elog(ERROR, "forgetting the earlier PaymentIntent failed");
+	/* the same request, under a new key and attempt: a new PaymentIntent */
+	request = pe_reseal_request(request, old_key, new_key);
+	request[strlen(request) - 1] = '\0';	/* reopen the object: a later key wins */
+	request = psprintf("%s%s\"metadata[attempt]\": \"" INT64_FORMAT "\"}", request,
+					   strlen(request) > 1 ? ", " : "", n + 1);
+	outbox_insert("payment_intent.create", payment_id, (Datum) 0, false, request, new_key);
+	/* an earlier attempt's request still waiting is withdrawn (outbox.h) */
+	pe_outbox_withdraw(payment_id, false);
 	SPI_finish();
 	PG_RETURN_VOID();
 }

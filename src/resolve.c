@@ -32,6 +32,7 @@
 #include "utils/uuid.h"
 
 #include "audit.h"
+#include "outbox.h"
 #include "payment_ext.h"
 #include "vault.h"
 
@@ -46,6 +47,19 @@ const char *pe_resolve_reason = NULL;
 
 static PePlan resolve_lock_plan = {
 	"SELECT \"Status\" FROM @S@.\"Payments\" WHERE \"Id\" = $1 FOR NO KEY UPDATE",
+	1, {UUIDOID}, NULL, 0
+};
+/*
+ * Resolved to Failed: a PaymentIntent the payment has that Stripe has not
+ * finished is canceled, so that the customer can no longer pay it.
+ */
+static PePlan resolve_cancel_plan = {
+	"INSERT INTO payment.outbox (kind, payment_id, request, idempotency_key)"
+	" SELECT 'payment_intent.cancel', p.\"Id\", '{\"cancellation_reason\": \"abandoned\"}',"
+	"  'pe-' || p.\"Id\" || '-cancel-resolve-' || pg_catalog.gen_random_uuid()"
+	" FROM @S@.\"Payments\" p LEFT JOIN payment.intents i ON i.payment_id = p.\"Id\""
+	" WHERE p.\"Id\" = $1 AND p.\"EncryptedStripePaymentIntentId\" IS NOT NULL"
+	"  AND (i.stripe_status IS NULL OR i.stripe_status NOT IN ('succeeded', 'canceled', 'processing'))",
 	1, {UUIDOID}, NULL, 0
 };
 static PePlan resolve_update_plan = {
@@ -162,6 +176,24 @@ resolve_body(PG_FUNCTION_ARGS)
 		pe_resolve_reason = NULL;
 	}
 	PG_END_TRY();
+
+	/*
+	 * A payment that is no longer Pending is never charged (issue 17, item
+	 * 1): its requests still waiting in the outbox are withdrawn (a probe
+	 * replaces one that may have reached Stripe, outbox.h), and a Failed
+	 * one's unfinished PaymentIntent is canceled.  A request the worker is
+	 * sending right now is settled by its answer (outbox_outcome.c).
+	 */
+	if (new_status != PE_PAYMENT_PENDING)
+	{
+		pe_outbox_withdraw(args[0], false);
+		if (new_status == PE_PAYMENT_FAILED)
+		{
+			rc = SPI_execute_plan(pe_plan(&resolve_cancel_plan), args, NULL, false, 0);
+			if (rc != SPI_OK_INSERT)
+				elog(ERROR, "queueing the cancellation failed: %s", SPI_result_code_string(rc));
+		}
+	}
 	SPI_finish();
 	PG_RETURN_VOID();
 }

@@ -90,9 +90,9 @@ static PePlan intent_refunded_plan = {
 	" reported_at = pg_catalog.now(), updated_at = pg_catalog.now()",
 	2, {UUIDOID, INT8OID}, NULL, 0
 };
+/* the PaymentIntent that charged: the current attempt's (issue 17, item 2) */
 static PePlan complete_plan = {
-	"UPDATE @S@.\"Payments\" SET \"Status\" = 1,"
-	" \"EncryptedStripePaymentIntentId\" = COALESCE(\"EncryptedStripePaymentIntentId\", $2)"
+	"UPDATE @S@.\"Payments\" SET \"Status\" = 1, \"EncryptedStripePaymentIntentId\" = $2"
 	" WHERE \"Id\" = $1 AND \"Status\" = 0",
 	2, {UUIDOID, TEXTOID}, NULL, 0
 };
@@ -102,7 +102,7 @@ static PePlan reopen_plan = {
 };
 static PePlan other_live_plan = {
 	"SELECT 1 FROM @S@.\"Payments\" WHERE \"EventRegistrationId\" = $1"
-	" AND \"Status\" IN (0, 1) AND \"Id\" <> $2",
+	" AND \"Status\" IN (0, 1, 4) AND \"Id\" <> $2",
 	2, {UUIDOID, UUIDOID}, NULL, 0
 };
 static PePlan store_pi_plan = {
@@ -625,6 +625,17 @@ apply_payment_intent(WebhookEvent *ev)
 		ev->outcome = "ignored: the payment is NotRequired";
 		return;
 	}
+	if (!pe_intent_is_current(&ev->payment_id, pi_id, pe_intent_attempt(pi), NULL))
+	{
+		/* an earlier attempt's: never the payment's state (issue 17, item 2) */
+		const char *done = pe_outbox_undo_intent(&ev->payment_id, pi_id, status,
+												 "a PaymentIntent of an earlier attempt");
+
+		ev->applied = strcmp(status, "succeeded") == 0;
+		ev->outcome = psprintf("ignored: a PaymentIntent of an earlier attempt of the payment (%s); %s",
+							   pe_outbox_scrub(status, 40), done);
+		return;
+	}
 	intent_report(&ev->payment_id, status, pi);
 	args[0] = UUIDPGetDatum(&ev->payment_id);
 	args[1] = CStringGetTextDatum(seal_for(pi_id, "Payments", "EncryptedStripePaymentIntentId",
@@ -666,7 +677,11 @@ apply_payment_intent(WebhookEvent *ev)
 						elog(ERROR, "looking up live payments failed");
 					if (SPI_processed > 0)
 					{
-						ev->outcome = "conflict: Stripe charged a Failed payment whose registration has another live payment (see payment.reconcile)";
+						/* never two charges for one registration (issue 17, item 1) */
+						ev->outcome = psprintf("conflict: Stripe charged a Failed payment whose registration has another live payment; %s",
+											   pe_outbox_undo_intent(&ev->payment_id, pi_id, status,
+																	 "its registration has another live payment"));
+						ev->applied = true;
 						return;
 					}
 					apply_exec(&reopen_plan, args, NULL);

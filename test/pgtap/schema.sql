@@ -276,7 +276,7 @@ SELECT is((SELECT pg_get_expr(indpred, indrelid) FROM pg_index WHERE indexrelid 
 SELECT has_index('public', 'Payments', 'UX_Payments_EventRegistration_Live', ARRAY['"EventRegistrationId"'], 'index UX_Payments_EventRegistration_Live on Payments (EventRegistrationId)');
 SELECT index_is_type('public', 'Payments', 'UX_Payments_EventRegistration_Live', 'btree', 'index UX_Payments_EventRegistration_Live is btree');
 SELECT index_is_unique('public', 'Payments', 'UX_Payments_EventRegistration_Live', 'index UX_Payments_EventRegistration_Live is unique');
-SELECT is((SELECT pg_get_expr(indpred, indrelid) FROM pg_index WHERE indexrelid = '"UX_Payments_EventRegistration_Live"'::regclass), '("Status" = ANY (ARRAY[0, 1]))', 'index UX_Payments_EventRegistration_Live predicate');
+SELECT is((SELECT pg_get_expr(indpred, indrelid) FROM pg_index WHERE indexrelid = '"UX_Payments_EventRegistration_Live"'::regclass), '("Status" = ANY (ARRAY[0, 1, 4]))', 'index UX_Payments_EventRegistration_Live predicate');
 SELECT has_index('public', 'PaymentMethods', 'IX_PaymentMethods_UserId', ARRAY['"UserId"'], 'index IX_PaymentMethods_UserId on PaymentMethods (UserId)');
 SELECT index_is_type('public', 'PaymentMethods', 'IX_PaymentMethods_UserId', 'btree', 'index IX_PaymentMethods_UserId is btree');
 SELECT ok(NOT (SELECT indisunique FROM pg_index WHERE indexrelid = '"IX_PaymentMethods_UserId"'::regclass), 'index IX_PaymentMethods_UserId is not unique');
