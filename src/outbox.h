@@ -55,6 +55,9 @@ typedef struct OutboxItem
 	bool		has_refund;
 	char	   *idempotency_key;
 	int			attempts;		/* including this one */
+	int			unusable_answers;	/* answers that could not be used, before this one */
+	bool		key_first;		/* this claim set key_sent_at (issue 20) */
+	bool		probe;			/* sent alone while Stripe is unreachable */
 } OutboxItem;
 
 /* What one round of recording did, for the shared status */
@@ -78,6 +81,8 @@ typedef struct ClaimedRow
 	Jsonb	   *request;
 	char	   *idempotency_key;
 	int			attempts;
+	int			unusable_answers;
+	bool		key_first;		/* key_sent_at was NULL before this claim */
 } ClaimedRow;
 
 /* outbox_request.c: build r's request into item */
@@ -87,6 +92,8 @@ extern void pe_outbox_build(ClaimedRow *r, OutboxItem *item, const char *api_key
 extern void pe_outbox_record_one(OutboxItem *item, OutboxTally *tally);
 extern void pe_outbox_mark(int64 id, const char *state, double delay_ms,
 						   int http_status, const char *last_error);
+extern void pe_outbox_unsent(int64 id);
+extern void pe_outbox_unusable(int64 id);
 extern char *pe_outbox_scrub(const char *text, int maxlen);
 extern const char *pe_outbox_kind_name(OutboxKind kind);
 
