@@ -888,7 +888,10 @@ class StandIn:
                 e = StripeError(status, "api_error", fault.get("message") or
                                 "An unknown error occurred while processing this request. "
                                 "Please try again later.", code=fault.get("code"))
-                return finish(error_response(e), fault)
+                # a 502/503/504 carries Retry-After only when the fault names one
+                ra = fault.get("retry_after")
+                extra = [("Retry-After", str(ra))] if ra not in (None, "") else []
+                return finish(error_response(e, extra), fault)
             return delayed(latency, edge)
 
         # authentication, version
