@@ -203,6 +203,17 @@ static PePlan next_due_plan = {
 	1, {INT4OID}, NULL, 0
 };
 /*
+ * A probe that failed waits at least two probe intervals, so that the next
+ * probe takes another due row: a row Stripe keeps answering 5xx (a saved
+ * 500 replayed) must not be the only probe while the others wait.
+ */
+static PePlan probe_defer_plan = {
+	"UPDATE payment.outbox SET next_attempt_at = GREATEST(next_attempt_at,"
+	"  pg_catalog.clock_timestamp() + $2 * interval '1 millisecond')"
+	" WHERE id = $1 AND state = 'pending'",
+	2, {INT8OID, FLOAT8OID}, NULL, 0
+};
+/*
  * When a probe gets an answer after an outage: the rows that failed on
  * their way (no answer, 5xx) are due at once, so that the backlog drains in
  * the order of creation rather than by each row's backoff.
@@ -950,7 +961,8 @@ outbox_collect_done(void)
  *		count; a transport failure or a 5xx counts, and the
  *		OUTBOX_BREAKER_FAILURES-th in a row opens it (one LOG line); a probe
  *		that fails doubles the probe interval up to retry_max_ms
- *		(Retry-After as a floor).  Returns true when it closed.
+ *		(Retry-After as a floor) and its row waits two intervals.  Returns
+ *		true when it closed.  Caller: in the recording transaction, with SPI.
  */
 static bool
 breaker_observe(OutboxItem *item)
@@ -994,7 +1006,15 @@ breaker_observe(OutboxItem *item)
 						breaker_failures, what, pe_retry_max_ms)));
 	}
 	else if (breaker_open && item->probe)
+	{
+		Datum		args[2];
+
 		probe_interval_ms = Min(probe_interval_ms * 2, (long) Max(pe_retry_max_ms, 1));
+		args[0] = Int64GetDatum(item->id);
+		args[1] = Float8GetDatum(2.0 * probe_interval_ms);
+		if (SPI_execute_plan(pe_plan(&probe_defer_plan), args, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "deferring a failed probe failed");
+	}
 	else
 		return false;
 	wait_ms = probe_interval_ms;
@@ -1305,6 +1325,7 @@ pe_outbox_worker_main(Datum main_arg)
 			}
 			outbox_load_api_key();
 			ready = false;
+			next_settle_at = 0;	/* pending_ttl may have changed */
 		}
 		MemoryContextReset(loop_cxt);
 		MemoryContextSwitchTo(loop_cxt);

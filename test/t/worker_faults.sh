@@ -173,6 +173,12 @@ is "$(w_sql $C "SELECT count(*) FROM \"Payments\" WHERE \"Status\" IN (1, 3, 4)"
 is "$(w_sql $C "SELECT payment_ext_dead FROM (SELECT dead AS payment_ext_dead FROM payment.worker_status) s")" 2 \
 	"worker_status counts the 2 rows the worker gave up on (Should-Retry false, idempotency_error)"
 
+is "$(w_sql $C "SELECT last_error IS NOT NULL AND last_error !~ '\\m(sk|pm|pi)_' FROM payment.worker_status")" t \
+	"worker_status shows the last error, without secrets"
+KEYTEXT=$(cat "$PE_WORK/$C.stripe_key")
+ok $(grep -qF -e "$KEYTEXT" -e "Bearer" -e "_secret_" "$PE_WORK/$C.log"; [ $? -ne 0 ]; echo $?) \
+	"no API key, Authorization header or client secret in the server log"
+
 # --- the idempotency window closes: the settler takes the two 5xx rows over --------------
 w_sql $C "ALTER SYSTEM SET payment_ext.idempotency_window = '1s'" >/dev/null
 w_sql $C "ALTER SYSTEM SET payment_ext.pending_ttl = '4s'" >/dev/null
@@ -182,10 +188,5 @@ is "$(w_wait $C "SELECT count(*) FROM payment.dead_letters WHERE payment_id IN (
 	"once payment_ext.idempotency_window closes, both are dead with the reason, for the settler"
 is "$(status "${P[500s]}")|$(status "${P[forever]}")|$(charges "${P[500s]}")|$(charges "${P[forever]}")" "0|0|0|0" \
 	"  their payments stay Pending (searched only after payment_ext.search_lag), nothing charged"
-is "$(w_sql $C "SELECT last_error IS NOT NULL AND last_error !~ '(sk|pm|pi)_' FROM payment.worker_status")" t \
-	"worker_status shows the last error, without secrets"
-KEYTEXT=$(cat "$PE_WORK/$C.stripe_key")
-ok $(grep -qF -e "$KEYTEXT" -e "Bearer" -e "_secret_" "$PE_WORK/$C.log"; [ $? -ne 0 ]; echo $?) \
-	"no API key, Authorization header or client secret in the server log"
 
 w_done
