@@ -201,6 +201,49 @@ http_header_cb(char *data, size_t size, size_t nmemb, void *userp)
 	return len;
 }
 
+/*
+ * http_maybe_reached
+ *		May the request of easy, finished with rc, have reached the server?
+ *		False only when it provably did not: the name did not resolve, the
+ *		connection was refused or never completed, or the TLS handshake
+ *		failed (then not one byte of the request was written), or curl never
+ *		got as far as the transfer (CURLINFO_PRETRANSFER_TIME_T is 0: a
+ *		timeout while connecting, say).  Any other failure (a timeout or a
+ *		reset after the request was written) may have reached it.
+ */
+static bool
+http_maybe_reached(CURL *easy, CURLcode rc)
+{
+	curl_off_t	pretransfer = 0;
+
+	switch (rc)
+	{
+		case CURLE_OK:
+			return true;
+		case CURLE_FAILED_INIT:
+		case CURLE_UNSUPPORTED_PROTOCOL:
+		case CURLE_URL_MALFORMAT:
+		case CURLE_COULDNT_RESOLVE_PROXY:
+		case CURLE_COULDNT_RESOLVE_HOST:
+		case CURLE_COULDNT_CONNECT:
+		case CURLE_SSL_CONNECT_ERROR:
+		case CURLE_PEER_FAILED_VERIFICATION:
+		case CURLE_SSL_CERTPROBLEM:
+		case CURLE_SSL_CIPHER:
+		case CURLE_SSL_CACERT_BADFILE:
+		case CURLE_SSL_ENGINE_NOTFOUND:
+		case CURLE_SSL_ENGINE_SETFAILED:
+			return false;
+		default:
+			break;
+	}
+	if (easy != NULL &&
+		curl_easy_getinfo(easy, CURLINFO_PRETRANSFER_TIME_T, &pretransfer) == CURLE_OK &&
+		pretransfer == 0)
+		return false;
+	return true;
+}
+
 /* ---------------------------------------------------------------------------
  * The client
  * ---------------------------------------------------------------------------
@@ -321,6 +364,7 @@ pe_http_start(PeHttp *http, PeHttpRequest *req)
 	req->request_id[0] = '\0';
 	req->retry_after_s = -1;
 	req->should_retry = -1;
+	req->maybe_reached = false;
 	req->easy = easy;
 	if (easy == NULL)
 		return false;
@@ -456,6 +500,7 @@ pe_http_next_done(PeHttp *http)
 		curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &req->status);
 		if (req->result != CURLE_OK)
 			req->status = 0;
+		req->maybe_reached = http_maybe_reached(easy, req->result);
 		curl_multi_remove_handle(http->multi, easy);
 		curl_easy_cleanup(easy);
 		req->easy = NULL;

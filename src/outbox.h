@@ -59,6 +59,9 @@ typedef struct OutboxItem
 	int			attempts;		/* including this one */
 	bool		withdrawn;		/* a create withdrawn after an attempt: sent
 								 * unconfirmed only to learn its fate */
+	int			unusable_answers;	/* answers that could not be used, before this one */
+	bool		key_first;		/* this claim set key_sent_at (issue 20) */
+	bool		probe;			/* sent alone while Stripe is unreachable */
 } OutboxItem;
 
 /* What one round of recording did, for the shared status */
@@ -82,6 +85,8 @@ typedef struct ClaimedRow
 	Jsonb	   *request;
 	char	   *idempotency_key;
 	int			attempts;
+	int			unusable_answers;
+	bool		key_first;		/* key_sent_at was NULL before this claim */
 } ClaimedRow;
 
 /* outbox_request.c: build r's request into item */
@@ -91,6 +96,8 @@ extern void pe_outbox_build(ClaimedRow *r, OutboxItem *item, const char *api_key
 extern void pe_outbox_record_one(OutboxItem *item, OutboxTally *tally);
 extern void pe_outbox_mark(int64 id, const char *state, double delay_ms,
 						   int http_status, const char *last_error);
+extern void pe_outbox_unsent(int64 id);
+extern void pe_outbox_unusable(int64 id);
 extern char *pe_outbox_scrub(const char *text, int maxlen);
 extern const char *pe_outbox_kind_name(OutboxKind kind);
 

@@ -9,8 +9,10 @@
  *	- no answer (network error, timeout, dropped connection), a 2xx with
  *	  broken JSON, 5xx, 409, 429, or Stripe-Should-Retry: true: transient,
  *	  retried with the same Idempotency-Key after an exponential backoff
- *	  with full jitter (Retry-After as a floor), dead after
- *	  payment_ext.max_attempts;
+ *	  with full jitter (Retry-After as a floor) until the key's
+ *	  payment_ext.idempotency_window closes (the settler takes over then);
+ *	  only 2xx answers that cannot be used count against
+ *	  payment_ext.max_attempts (issue 20);
  *	- a transient status with Stripe-Should-Retry: false: dead (the outcome
  *	  is unknown: never a Failed payment);
  *	- 400 idempotency_error, 401, 403: dead at once, with a LOG line;
@@ -108,6 +110,33 @@ static PePlan payment_lock_plan = {
 	"SELECT (\"AmountValue\" * 100)::bigint, \"Currency\""
 	" FROM @S@.\"Payments\" WHERE \"Id\" = $1 FOR NO KEY UPDATE",
 	1, {UUIDOID}, NULL, 0
+};
+/*
+ * issue 20: an attempt that provably never reached Stripe does not start the
+ * idempotency key's window (payment.outbox.key_sent_at), and an answer that
+ * could not be used is counted against payment_ext.max_attempts.
+ */
+static PePlan outbox_unsent_plan = {
+	"UPDATE payment.outbox SET key_sent_at = NULL WHERE id = $1",
+	1, {INT8OID}, NULL, 0
+};
+static PePlan outbox_unusable_plan = {
+	"UPDATE payment.outbox SET unusable_answers = unusable_answers + 1 WHERE id = $1",
+	1, {INT8OID}, NULL, 0
+};
+/*
+ * issue 17 item 3: an empty search says "nothing was charged" only when no
+ * create request of the payment is on its way, and each one that may have
+ * reached Stripe was given up (or answered) more than payment_ext.search_lag
+ * ago: Stripe's search index lags, most of all during its incidents.
+ */
+static PePlan search_too_early_plan = {
+	"SELECT EXISTS (SELECT 1 FROM payment.outbox c WHERE c.payment_id = $1"
+	" AND c.kind = 'payment_intent.create'"
+	" AND (c.state IN ('pending', 'sending')"
+	"      OR (c.key_sent_at IS NOT NULL AND (c.completed_at IS NULL"
+	"          OR c.completed_at > pg_catalog.now() - $2 * interval '1 second'))))",
+	2, {UUIDOID, INT4OID}, NULL, 0
 };
 static PePlan payment_complete_plan = {
 	"UPDATE @S@.\"Payments\" SET \"Status\" = 1, \"EncryptedStripePaymentIntentId\" = $2"
@@ -600,6 +629,36 @@ pe_outbox_mark(int64 id, const char *state, double delay_ms, int http_status,
 	else
 		nulls[4] = 'n';
 	rc = SPI_execute_plan(pe_plan(&outbox_mark_plan), args, nulls, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "updating outbox row " INT64_FORMAT " failed: %s", id,
+			 SPI_result_code_string(rc));
+}
+
+/*
+ * pe_outbox_unsent
+ *		Outbox row id's last attempt provably never reached Stripe, and it was
+ *		the first that might have: the key's window has not started.
+ */
+void
+pe_outbox_unsent(int64 id)
+{
+	Datum		arg = Int64GetDatum(id);
+	int			rc;
+
+	rc = SPI_execute_plan(pe_plan(&outbox_unsent_plan), &arg, NULL, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "updating outbox row " INT64_FORMAT " failed: %s", id,
+			 SPI_result_code_string(rc));
+}
+
+/* Count an answer to outbox row id that could not be used (max_attempts). */
+void
+pe_outbox_unusable(int64 id)
+{
+	Datum		arg = Int64GetDatum(id);
+	int			rc;
+
+	rc = SPI_execute_plan(pe_plan(&outbox_unusable_plan), &arg, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "updating outbox row " INT64_FORMAT " failed: %s", id,
 			 SPI_result_code_string(rc));
@@ -1187,6 +1246,23 @@ record_search(OutboxItem *item, Outcome *o)
 			o->last_error = psprintf("%d PaymentIntent(s) of earlier attempts found and undone", undone);
 		return;
 	}
+	{
+		Datum		args[2];
+		bool		isnull;
+		int			rc;
+
+		args[0] = UUIDPGetDatum(&item->payment_id);
+		args[1] = Int32GetDatum(pe_search_lag);
+		rc = SPI_execute_plan(pe_plan(&search_too_early_plan), args, NULL, true, 1);
+		if (rc != SPI_OK_SELECT || SPI_processed != 1)
+			elog(ERROR, "checking the payment's create requests failed: %s",
+				 SPI_result_code_string(rc));
+		if (DatumGetBool(pe_spi_getdatum(0, 1, &isnull)))
+		{
+			o->last_error = pstrdup("no PaymentIntent found yet, but a create request may have reached Stripe within payment_ext.search_lag (or is on its way): the payment stays Pending and is looked up again later");
+			return;
+		}
+	}
 	o->last_error = pstrdup("no PaymentIntent at Stripe: the payment expires");
 	record_payment_failed(item, o, "expired",
 						  "No PaymentIntent was found at Stripe for this payment; nothing was charged.");
@@ -1589,10 +1665,23 @@ pe_outbox_record_one(OutboxItem *item, OutboxTally *tally)
 			pe_outbox_mark(item->id, "done", 0, o.http_status, o.last_error);
 			break;
 		case OUTCOME_RETRY:
-			if (item->attempts >= pe_max_attempts)
+
+			/*
+			 * issue 20: the retry budget is time.  A transient failure (no
+			 * answer, 5xx, 409, 429) is retried with the same key until
+			 * payment_ext.idempotency_window closes (then the claim skips
+			 * the row and the settler takes over); one that provably never
+			 * reached Stripe does not even start that window.  Only answers
+			 * that came back and cannot be used (a 2xx that is not the
+			 * object asked for) count against max_attempts.
+			 */
+			if (!item->http.maybe_reached && item->key_first)
+				pe_outbox_unsent(item->id);
+			if (o.http_status >= 200 && o.http_status < 300 &&
+				item->unusable_answers + 1 >= pe_max_attempts)
 			{
-				char	   *why = psprintf("gave up after %d attempts: %s",
-										   item->attempts, o.last_error);
+				char	   *why = psprintf("gave up after %d answers that could not be used: %s",
+										   item->unusable_answers + 1, o.last_error);
 
 				tally->dead++;
 				pe_outbox_mark(item->id, "dead", 0, o.http_status, why);
@@ -1603,6 +1692,8 @@ pe_outbox_record_one(OutboxItem *item, OutboxTally *tally)
 				tally->retries++;
 				pe_outbox_mark(item->id, "pending", outcome_backoff_ms(item),
 							   o.http_status, o.last_error);
+				if (o.http_status >= 200 && o.http_status < 300)
+					pe_outbox_unusable(item->id);
 			}
 			break;
 		case OUTCOME_DEAD:

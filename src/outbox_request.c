@@ -123,7 +123,7 @@ payment_intent_open(pg_uuid_t *payment_id, const char *pid)
 	d = SPI_processed > 0 ? pe_spi_getdatum(0, 1, &isnull) : (Datum) 0;
 	if (SPI_processed == 0 || isnull)
 		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				(errcode(ERRCODE_NO_DATA_FOUND),
 				 errmsg("payment %s has no PaymentIntent yet", pid)));
 	return pe_open(TextDatumGetCString(d),
 					   pe_vault_context("Payments", "EncryptedStripePaymentIntentId", pid));

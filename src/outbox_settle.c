@@ -21,7 +21,8 @@
 #include "vault.h"
 
 /*
- * The settler.  A request whose first attempt is over 23 hours old is never
+ * The settler.  A request whose key may first have reached Stripe longer
+ * ago than payment_ext.idempotency_window (23 hours by default) is never
  * resent (Stripe keeps idempotency keys for at least 24 hours): it is dead,
  * and its payment or refund is looked up instead.  A Pending payment older
  * than payment_ext.pending_ttl, or whose create request is dead, with
@@ -34,13 +35,14 @@
  */
 #define SETTLE_STALE_SQL \
 	" state = 'pending' AND kind IN ('payment_intent.create', 'refund.create')" \
-	" AND first_attempt_at < pg_catalog.now() - interval '23 hours'"
+	" AND key_sent_at < pg_catalog.now() - $1 * interval '1 second'"
 static PePlan settle_stale_plan = {
 	"UPDATE payment.outbox SET state = 'dead', completed_at = pg_catalog.now(),"
 	" updated_at = pg_catalog.now(),"
-	" last_error = 'not resent: the first attempt is over 23 hours old and Stripe may have forgotten its idempotency key; the payment or refund is looked up instead'"
+	" last_error = pg_catalog.left('not resent: it may first have reached Stripe longer ago than payment_ext.idempotency_window, and Stripe may have forgotten its idempotency key; the payment or refund is looked up instead (last error: '"
+	"  || COALESCE(last_error, 'none') || ')', 1000)"
 	" WHERE" SETTLE_STALE_SQL,
-	0, {InvalidOid}, NULL, 0
+	1, {INT4OID}, NULL, 0
 };
 /*
  * Lock order (README, "Lock order"): a statement that changes rows of
@@ -52,7 +54,31 @@ static PePlan settle_stale_lock_plan = {
 	"SELECT 1 FROM @S@.\"Payments\" p WHERE p.\"Id\" IN"
 	" (SELECT payment_id FROM payment.outbox WHERE" SETTLE_STALE_SQL ")"
 	" ORDER BY p.\"Id\" FOR NO KEY UPDATE OF p",
-	0, {InvalidOid}, NULL, 0
+	1, {INT4OID}, NULL, 0
+};
+/*
+ * issue 17 item 3: a dead payment_intent.create of a Pending payment with no
+ * PaymentIntent, whose key may have reached Stripe and is still inside
+ * payment_ext.idempotency_window ($2), is settled by sending the same
+ * request again with the same key (Stripe answers with the first outcome),
+ * not by a search: at most once per pending_ttl ($1), only the payment's
+ * newest create, only while nothing of the payment is on its way.
+ */
+static PePlan settle_resend_plan = {
+	"UPDATE payment.outbox w SET state = 'pending', next_attempt_at = pg_catalog.clock_timestamp(),"
+	" completed_at = NULL, unusable_answers = 0, updated_at = pg_catalog.now(),"
+	" last_error = pg_catalog.left('sent again by the settler with the same idempotency key (last error: '"
+	"  || COALESCE(w.last_error, 'none') || ')', 1000)"
+	" WHERE w.kind = 'payment_intent.create' AND w.state = 'dead'"
+	"  AND w.key_sent_at >= pg_catalog.now() - $2 * interval '1 second'"
+	"  AND w.completed_at < pg_catalog.now() - $1 * interval '1 second'"
+	"  AND EXISTS (SELECT 1 FROM @S@.\"Payments\" p WHERE p.\"Id\" = w.payment_id"
+	"              AND p.\"Status\" = 0 AND p.\"EncryptedStripePaymentIntentId\" IS NULL)"
+	"  AND NOT EXISTS (SELECT 1 FROM payment.outbox o WHERE o.payment_id = w.payment_id"
+	"                  AND o.state IN ('pending', 'sending'))"
+	"  AND NOT EXISTS (SELECT 1 FROM payment.outbox n WHERE n.payment_id = w.payment_id"
+	"                  AND n.kind = 'payment_intent.create' AND n.id > w.id)",
+	2, {INT4OID, INT4OID}, NULL, 0
 };
 static PePlan settle_plan = {
 	"INSERT INTO payment.outbox (kind, payment_id, request, idempotency_key)"
@@ -72,14 +98,16 @@ static PePlan settle_plan = {
 	"    AND (p.\"EncryptedStripePaymentIntentId\" IS NOT NULL"
 	"         OR NOT EXISTS (SELECT 1 FROM payment.outbox w WHERE w.payment_id = p.\"Id\""
 	"                         AND w.kind = 'payment_intent.create'"
-	"                         AND w.completed_at > pg_catalog.now()"
-	"                             - LEAST($1, 600) * interval '1 second'))"
+	"                         AND w.key_sent_at IS NOT NULL"
+	"                         AND (w.completed_at > pg_catalog.now() - $3 * interval '1 second'"
+	"                              OR (w.state = 'dead'"
+	"                                  AND w.key_sent_at >= pg_catalog.now() - $2 * interval '1 second'))))"
 	"    AND NOT EXISTS (SELECT 1 FROM payment.outbox l WHERE l.payment_id = p.\"Id\""
 	"                     AND l.kind IN ('payment_intent.retrieve', 'payment_intent.search',"
 	"                                    'payment_intent.cancel')"
 	"                     AND l.created_at > pg_catalog.now() - $1 * interval '1 second')"
 	"  ORDER BY p.\"CreatedAt\" LIMIT 100) c",
-	1, {INT4OID}, NULL, 0
+	3, {INT4OID, INT4OID, INT4OID}, NULL, 0
 };
 /*
  * A refund whose refund.create requests are all dead (the settler's own,
@@ -199,22 +227,30 @@ int
 pe_outbox_settle(void)
 {
 	Datum		arg = Int32GetDatum(pe_pending_ttl);
+	Datum		args[3];
 	int			rc;
 	int			queued;
 
+	args[0] = arg;
+	args[1] = Int32GetDatum(pe_idempotency_window);
+	args[2] = Int32GetDatum(pe_search_lag);
 	/* never beside a key rotation, the other writer of many payments */
 	if (!pe_rotation_lock(false))
 		return 0;
-	rc = SPI_execute_plan(pe_plan(&settle_stale_lock_plan), NULL, NULL, false, 0);
+	rc = SPI_execute_plan(pe_plan(&settle_stale_lock_plan), &args[1], NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "locking the payments of stale outbox rows failed: %s", SPI_result_code_string(rc));
-	rc = SPI_execute_plan(pe_plan(&settle_stale_plan), NULL, NULL, false, 0);
+	rc = SPI_execute_plan(pe_plan(&settle_stale_plan), &args[1], NULL, false, 0);
 	if (rc != SPI_OK_UPDATE)
 		elog(ERROR, "settling stale outbox rows failed: %s", SPI_result_code_string(rc));
-	rc = SPI_execute_plan(pe_plan(&settle_plan), &arg, NULL, false, 0);
+	rc = SPI_execute_plan(pe_plan(&settle_resend_plan), args, NULL, false, 0);
+	if (rc != SPI_OK_UPDATE)
+		elog(ERROR, "sending dead create requests again failed: %s", SPI_result_code_string(rc));
+	queued = (int) SPI_processed;
+	rc = SPI_execute_plan(pe_plan(&settle_plan), args, NULL, false, 0);
 	if (rc != SPI_OK_INSERT)
 		elog(ERROR, "queueing lookups failed: %s", SPI_result_code_string(rc));
-	queued = (int) SPI_processed;
+	queued += (int) SPI_processed;
 	rc = SPI_execute_plan(pe_plan(&settle_refund_fail_lock_plan), NULL, NULL, false, 0);
 	if (rc != SPI_OK_SELECT)
 		elog(ERROR, "locking the payments of refunds to fail failed: %s", SPI_result_code_string(rc));

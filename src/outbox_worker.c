@@ -46,6 +46,7 @@
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "commands/trigger.h"
+#include "common/pg_prng.h"
 #include "executor/spi.h"
 #include "fmgr.h"
 #include "funcapi.h"
@@ -89,6 +90,13 @@
 /* Default rate limits by the key's mode (Stripe: 25/s test, 100/s live) */
 #define OUTBOX_RATE_TEST		20
 #define OUTBOX_RATE_LIVE		80
+/*
+ * The circuit breaker (issue 20): this many transport failures or 5xx
+ * answers in a row, with no other answer between them, and the worker stops
+ * sending the queue; it then probes with one request at a time, the interval
+ * doubling from retry_base_ms to retry_max_ms, until one gets an answer.
+ */
+#define OUTBOX_BREAKER_FAILURES	5
 
 /* ---------------------------------------------------------------------------
  * Shared memory
@@ -111,6 +119,10 @@ typedef struct PeWorkerShared
 	uint64		dead;
 	char		state[48];
 	char		last_error[256];
+	/* the circuit breaker (issue 20) */
+	TimestampTz unreachable_since;	/* 0 while Stripe is reachable */
+	uint64		probes;
+	char		unreachable_error[256];
 } PeWorkerShared;
 
 static PeWorkerShared *worker_shared = NULL;
@@ -141,20 +153,33 @@ static char connected_db[NAMEDATALEN];	/* the database connected to */
 static Oid	saved_userid;
 static int	saved_sec_context;
 
+/*
+ * The circuit breaker (issue 20); static, so it survives error recovery.
+ * Open: no row is claimed but one probe at a time, at next_probe_at.
+ */
+static int	breaker_failures = 0;	/* transport failures and 5xx in a row */
+static bool breaker_open = false;
+static TimestampTz breaker_since = 0;
+static TimestampTz next_probe_at = 0;
+static long probe_interval_ms = 0;
+static uint64 breaker_probes = 0;	/* probes sent while open */
+
 
 /* ---------------------------------------------------------------------------
  * SPI plans
  * ---------------------------------------------------------------------------
  */
 /*
- * An outbox row that may still be sent: not a create request whose first
- * attempt is over 23 hours old.  Stripe keeps idempotency keys for at least
- * 24 hours and may execute a reused key again after that, so such a row is
- * never claimed; the settler marks it dead and looks its payment or refund
- * up instead (settle_stale_plan).
+ * An outbox row that may still be sent: not a create request that may first
+ * have reached Stripe (key_sent_at) more than payment_ext.idempotency_window
+ * (parameter w, seconds; default 23 hours) ago.  Stripe keeps idempotency
+ * keys for at least 24 hours and may execute a reused key again after that,
+ * so such a row is never claimed; the settler marks it dead and looks its
+ * payment or refund up instead (settle_stale_plan).  Attempts that provably
+ * never reached Stripe leave key_sent_at NULL (issue 20).
  */
-#define OUTBOX_SENDABLE_SQL \
-	"(first_attempt_at IS NULL OR first_attempt_at >= pg_catalog.now() - interval '23 hours'" \
+#define OUTBOX_SENDABLE_SQL(w) \
+	"(key_sent_at IS NULL OR key_sent_at >= pg_catalog.now() - " w " * interval '1 second'" \
 	" OR kind NOT IN ('payment_intent.create', 'refund.create'))"
 
 /*
@@ -173,20 +198,45 @@ static int	saved_sec_context;
 
 static PePlan claim_plan = {
 	"WITH due AS ("
-	" SELECT id FROM payment.outbox w"
+	" SELECT id, key_sent_at IS NULL AS key_first FROM payment.outbox w"
 	"  WHERE state = 'pending' AND next_attempt_at <= pg_catalog.clock_timestamp()"
-	"  AND " OUTBOX_SENDABLE_SQL OUTBOX_WANTED_SQL
-	"  ORDER BY next_attempt_at LIMIT $1 FOR UPDATE SKIP LOCKED)"
+	"  AND " OUTBOX_SENDABLE_SQL("$2") OUTBOX_WANTED_SQL
+	"  ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"
 	" UPDATE payment.outbox o SET state = 'sending', attempts = o.attempts + 1,"
 	"  claimed_at = pg_catalog.now(), first_attempt_at = COALESCE(o.first_attempt_at, pg_catalog.now()),"
+	"  key_sent_at = COALESCE(o.key_sent_at, pg_catalog.now()),"
 	"  updated_at = pg_catalog.now()"
 	" FROM due WHERE o.id = due.id"
-	" RETURNING o.id, o.kind, o.payment_id, o.refund_id, o.request, o.idempotency_key, o.attempts",
-	1, {INT4OID}, NULL, 0
+	" RETURNING o.id, o.kind, o.payment_id, o.refund_id, o.request, o.idempotency_key, o.attempts,"
+	"  o.unusable_answers, due.key_first",
+	2, {INT4OID, INT4OID}, NULL, 0
 };
 static PePlan next_due_plan = {
 	"SELECT pg_catalog.min(next_attempt_at) FROM payment.outbox WHERE state = 'pending'"
-	" AND " OUTBOX_SENDABLE_SQL,
+	" AND " OUTBOX_SENDABLE_SQL("$1"),
+	1, {INT4OID}, NULL, 0
+};
+/*
+ * A probe that failed waits at least two probe intervals, so that the next
+ * probe takes another due row: a row Stripe keeps answering 5xx (a saved
+ * 500 replayed) must not be the only probe while the others wait.
+ */
+static PePlan probe_defer_plan = {
+	"UPDATE payment.outbox SET next_attempt_at = GREATEST(next_attempt_at,"
+	"  pg_catalog.clock_timestamp() + $2 * interval '1 millisecond')"
+	" WHERE id = $1 AND state = 'pending'",
+	2, {INT8OID, FLOAT8OID}, NULL, 0
+};
+/*
+ * When a probe gets an answer after an outage: the rows that failed on
+ * their way (no answer, 5xx) are due at once, so that the backlog drains in
+ * the order of creation rather than by each row's backoff.
+ */
+static PePlan breaker_release_plan = {
+	"UPDATE payment.outbox SET next_attempt_at = pg_catalog.clock_timestamp()"
+	" WHERE state = 'pending' AND attempts > 0"
+	"  AND next_attempt_at > pg_catalog.clock_timestamp()"
+	"  AND (last_http_status IS NULL OR last_http_status >= 500)",
 	0, {InvalidOid}, NULL, 0
 };
 static PePlan sweep_plan = {
@@ -351,8 +401,8 @@ Datum
 pe_worker_state(PG_FUNCTION_ARGS)
 {
 	TupleDesc	tupdesc;
-	Datum		values[13];
-	bool		nulls[13];
+	Datum		values[16];
+	bool		nulls[16];
 	PeWorkerShared s;
 	bool		running;
 
@@ -390,6 +440,14 @@ pe_worker_state(PG_FUNCTION_ARGS)
 	nulls[11] = (s.last_success_at == 0);
 	values[12] = CStringGetTextDatum(s.last_error);
 	nulls[12] = (s.last_error[0] == '\0');
+	/* 1.2 (issue 20): the circuit breaker; 1.0 and 1.1 declare 13 columns */
+	values[13] = TimestampTzGetDatum(s.unreachable_since);
+	nulls[13] = (!running || s.unreachable_since == 0);
+	values[14] = CStringGetTextDatum(s.unreachable_error);
+	nulls[14] = (!running || s.unreachable_since == 0);
+	values[15] = Int64GetDatum((int64) s.probes);
+	if (tupdesc->natts != 13 && tupdesc->natts != 16)
+		elog(ERROR, "return type must have 13 or 16 columns");
 	PG_RETURN_DATUM(HeapTupleGetDatum(heap_form_tuple(tupdesc, values, nulls)));
 }
 
@@ -628,6 +686,43 @@ outbox_ready(void)
  * ===========================================================================
  */
 
+/* qsort comparator: claimed rows in the order of creation (id). */
+static int
+claimed_row_cmp(const void *a, const void *b)
+{
+	int64		x = ((const ClaimedRow *) a)->id;
+	int64		y = ((const ClaimedRow *) b)->id;
+
+	return (x > y) - (x < y);
+}
+
+/*
+ * Can a request that failed to build with sqlerrcode never be built?  A
+ * sealed value that no key opens (the keyring loaded, the value or its key
+ * is wrong), a request Stripe would refuse (not an object, a nested value,
+ * an unknown kind), a saved method or PaymentIntent that does not exist.
+ * Anything else (the keyring file briefly unreadable, a cancel, out of
+ * memory) may pass next time (issue 17 item 5).
+ */
+static bool
+outbox_build_error_is_final(int sqlerrcode)
+{
+	return sqlerrcode == ERRCODE_PE_SEALED_INVALID ||
+		sqlerrcode == ERRCODE_PE_KEY_NOT_FOUND ||
+		sqlerrcode == ERRCODE_INVALID_PARAMETER_VALUE ||
+		sqlerrcode == ERRCODE_NO_DATA_FOUND;
+}
+
+/* Full-jitter backoff after attempt n, as for a transient answer. */
+static double
+outbox_backoff_ms(int attempts)
+{
+	double		cap = Min((double) pe_retry_max_ms,
+						  (double) pe_retry_base_ms * pow(2.0, Min(attempts - 1, 30)));
+
+	return pg_prng_double(&pg_global_prng_state) * cap;
+}
+
 /* Wipe an item's request and free it with everything it holds. */
 static void
 outbox_item_free(OutboxItem *item)
@@ -654,9 +749,10 @@ outbox_claim_batch(int limit, List **items, TimestampTz *next_due)
 	ClaimedRow *rows;
 	uint64		n;
 	uint64		i;
-	Datum		arg = Int32GetDatum(limit);
+	Datum		args[2];
 	int			rc;
 	bool		isnull;
+	volatile bool warned = false;
 	MemoryContext spicxt;
 	ResourceOwner oldowner;
 
@@ -664,7 +760,9 @@ outbox_claim_batch(int limit, List **items, TimestampTz *next_due)
 	xact_begin("claiming");
 	spicxt = CurrentMemoryContext;
 	pe_outbox_withdraw((Datum) 0, true);
-	rc = SPI_execute_plan(pe_plan(&claim_plan), &arg, NULL, false, 0);
+	args[0] = Int32GetDatum(limit);
+	args[1] = Int32GetDatum(pe_idempotency_window);
+	rc = SPI_execute_plan(pe_plan(&claim_plan), args, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "claiming outbox rows failed: %s", SPI_result_code_string(rc));
 	n = SPI_processed;
@@ -685,8 +783,13 @@ outbox_claim_batch(int limit, List **items, TimestampTz *next_due)
 		r->request = DatumGetJsonbPCopy(pe_spi_getdatum(i, 5, &isnull));
 		r->idempotency_key = TextDatumGetCString(pe_spi_getdatum(i, 6, &isnull));
 		r->attempts = DatumGetInt32(pe_spi_getdatum(i, 7, &isnull));
+		r->unusable_answers = DatumGetInt32(pe_spi_getdatum(i, 8, &isnull));
+		r->key_first = DatumGetBool(pe_spi_getdatum(i, 9, &isnull));
 		MemoryContextSwitchTo(old);
 	}
+	/* send in the order of creation: RETURNING promises no order */
+	if (n > 1)
+		qsort(rows, n, sizeof(ClaimedRow), claimed_row_cmp);
 
 	for (i = 0; i < n; i++)
 	{
@@ -703,6 +806,8 @@ outbox_claim_batch(int limit, List **items, TimestampTz *next_due)
 		item->refund_id = r->refund_id;
 		item->has_refund = r->has_refund;
 		item->attempts = r->attempts;
+		item->unusable_answers = r->unusable_answers;
+		item->key_first = r->key_first;
 
 		/*
 		 * PG_TRY in an internal subtransaction: one row whose request cannot
@@ -738,18 +843,44 @@ outbox_claim_batch(int limit, List **items, TimestampTz *next_due)
 			CurrentResourceOwner = oldowner;
 
 			outbox_item_free(item);
-			why = psprintf("the request could not be built: %s",
-						   pe_outbox_scrub(edata->message, 400));
-			pe_outbox_mark(r->id, "dead", 0, 0, why);
-			ereport(WARNING,
-					(errcode(edata->sqlerrcode),
-					 errmsg("payment_ext outbox worker: outbox row " INT64_FORMAT " is dead: %s",
-							r->id, why)));
+
+			/*
+			 * Nothing was sent.  Only an error that can never pass makes
+			 * the row dead; any other sends it back to pending with a
+			 * backoff, the key's window not started (issue 17 item 5).
+			 */
+			if (r->key_first)
+				pe_outbox_unsent(r->id);
+			if (outbox_build_error_is_final(edata->sqlerrcode))
+			{
+				why = psprintf("the request could not be built: %s",
+							   pe_outbox_scrub(edata->message, 400));
+				pe_outbox_mark(r->id, "dead", 0, 0, why);
+				ereport(WARNING,
+						(errcode(edata->sqlerrcode),
+						 errmsg("payment_ext outbox worker: outbox row " INT64_FORMAT " is dead: %s",
+								r->id, why)));
+			}
+			else
+			{
+				why = psprintf("the request could not be built, tried again later: %s",
+							   pe_outbox_scrub(edata->message, 400));
+				pe_outbox_mark(r->id, "pending", outbox_backoff_ms(r->attempts), 0, why);
+				if (!warned)
+					ereport(WARNING,
+							(errcode(edata->sqlerrcode),
+							 errmsg("payment_ext outbox worker: outbox row " INT64_FORMAT ": %s",
+									r->id, why)));
+				warned = true;
+			}
 			status_error(why);
 			if (worker_shared != NULL)
 			{
 				SpinLockAcquire(&worker_shared->mutex);
-				worker_shared->dead++;
+				if (outbox_build_error_is_final(edata->sqlerrcode))
+					worker_shared->dead++;
+				else
+					worker_shared->retries++;
 				SpinLockRelease(&worker_shared->mutex);
 			}
 			FreeErrorData(edata);
@@ -760,7 +891,7 @@ outbox_claim_batch(int limit, List **items, TimestampTz *next_due)
 	*next_due = 0;
 	if (n < (uint64) limit)
 	{
-		rc = SPI_execute_plan(pe_plan(&next_due_plan), NULL, NULL, true, 1);
+		rc = SPI_execute_plan(pe_plan(&next_due_plan), &args[1], NULL, true, 1);
 		if (rc == SPI_OK_SELECT && SPI_processed == 1)
 		{
 			Datum		d = pe_spi_getdatum(0, 1, &isnull);
@@ -894,17 +1025,95 @@ outbox_sort_done(void)
 }
 
 /*
+ * breaker_observe
+ *		The circuit breaker (issue 20) learns the outcome of item's request:
+ *		an HTTP answer below 500 closes it (one LOG line) and resets the
+ *		count; a transport failure or a 5xx counts, and the
+ *		OUTBOX_BREAKER_FAILURES-th in a row opens it (one LOG line); a probe
+ *		that fails doubles the probe interval up to retry_max_ms
+ *		(Retry-After as a floor) and its row waits two intervals.  Returns
+ *		true when it closed.  Caller: in the recording transaction, with SPI.
+ */
+static bool
+breaker_observe(OutboxItem *item)
+{
+	PeHttpRequest *req = &item->http;
+	bool		down = req->result != CURLE_OK || req->status == 0 || req->status >= 500;
+	TimestampTz now = GetCurrentTimestamp();
+	long		wait_ms;
+	char	   *what;
+
+	if (!down)
+	{
+		breaker_failures = 0;
+		if (!breaker_open)
+			return false;
+		breaker_open = false;
+		ereport(LOG,
+				(errmsg("payment_ext outbox worker: Stripe answers again after %ld s unreachable and " UINT64_FORMAT " probes: sending the queue at full speed",
+						(long) ((now - breaker_since) / USECS_PER_SEC), breaker_probes)));
+		if (worker_shared != NULL)
+		{
+			SpinLockAcquire(&worker_shared->mutex);
+			worker_shared->unreachable_since = 0;
+			SpinLockRelease(&worker_shared->mutex);
+		}
+		return true;
+	}
+
+	what = req->result != CURLE_OK || req->status == 0 ?
+		psprintf("no answer: %s", pe_http_error_text(req)) :
+		psprintf("HTTP %ld", req->status);
+	breaker_failures++;
+	if (!breaker_open && breaker_failures >= OUTBOX_BREAKER_FAILURES)
+	{
+		breaker_open = true;
+		breaker_since = now;
+		breaker_probes = 0;
+		probe_interval_ms = Max(Min(pe_retry_base_ms, pe_retry_max_ms), 1);
+		ereport(LOG,
+				(errmsg("payment_ext outbox worker: Stripe unreachable after %d transport failures or 5xx answers in a row (last: %s): the queue waits, probing with one request at most every %d ms",
+						breaker_failures, what, pe_retry_max_ms)));
+	}
+	else if (breaker_open && item->probe)
+	{
+		Datum		args[2];
+
+		probe_interval_ms = Min(probe_interval_ms * 2, (long) Max(pe_retry_max_ms, 1));
+		args[0] = Int64GetDatum(item->id);
+		args[1] = Float8GetDatum(2.0 * probe_interval_ms);
+		if (SPI_execute_plan(pe_plan(&probe_defer_plan), args, NULL, false, 0) != SPI_OK_UPDATE)
+			elog(ERROR, "deferring a failed probe failed");
+	}
+	else
+		return false;
+	wait_ms = probe_interval_ms;
+	if (req->retry_after_s >= 0)
+		wait_ms = Max(wait_ms, req->retry_after_s * 1000L);
+	next_probe_at = now + wait_ms * (TimestampTz) 1000;
+	if (worker_shared != NULL)
+	{
+		SpinLockAcquire(&worker_shared->mutex);
+		worker_shared->unreachable_since = breaker_since;
+		strlcpy(worker_shared->unreachable_error, what, sizeof(worker_shared->unreachable_error));
+		SpinLockRelease(&worker_shared->mutex);
+	}
+	return false;
+}
+
+/*
  * outbox_record_outcomes
  *		One short transaction for every finished request: each outcome in
  *		an internal subtransaction of its own, in ascending payment id
  *		(each outcome locks its payment first: outbox_outcome.c).
  */
-static void
+static bool
 outbox_record_outcomes(void)
 {
 	OutboxTally tally;
 	MemoryContext spicxt;
 	ResourceOwner oldowner;
+	volatile bool closed = false;
 
 	memset(&tally, 0, sizeof(tally));
 	outbox_sort_done();
@@ -942,13 +1151,15 @@ outbox_record_outcomes(void)
 			MemoryContextSwitchTo(spicxt);
 			CurrentResourceOwner = oldowner;
 
-			dead = item->attempts >= pe_max_attempts;
+			/* an answer that cannot be recorded counts against max_attempts */
+			dead = item->unusable_answers + 1 >= pe_max_attempts;
 			why = psprintf("%srecording the outcome failed: %s",
 						   dead ? "gave up: " : "",
 						   pe_outbox_scrub(edata->message, 400));
 			pe_outbox_mark(item->id, dead ? "dead" : "pending",
 						   dead ? 0 : (double) pe_retry_base_ms * item->attempts,
 						   (int) item->http.status, why);
+			pe_outbox_unusable(item->id);
 			ereport(WARNING,
 					(errcode(edata->sqlerrcode),
 					 errmsg("payment_ext outbox worker: outbox row " INT64_FORMAT ": %s",
@@ -961,7 +1172,16 @@ outbox_record_outcomes(void)
 			FreeErrorData(edata);
 		}
 		PG_END_TRY();
+		if (breaker_observe(item))
+			closed = true;
 		outbox_item_free(item);
+	}
+	if (closed)
+	{
+		int			rc = SPI_execute_plan(pe_plan(&breaker_release_plan), NULL, NULL, false, 0);
+
+		if (rc != SPI_OK_UPDATE)
+			elog(ERROR, "releasing the outbox after an outage failed: %s", SPI_result_code_string(rc));
 	}
 	xact_end();
 
@@ -979,6 +1199,7 @@ outbox_record_outcomes(void)
 		worker_shared->in_flight = pe_http_in_flight(http);
 		SpinLockRelease(&worker_shared->mutex);
 	}
+	return closed;
 }
 
 /* ===========================================================================
@@ -1184,6 +1405,7 @@ pe_outbox_worker_main(Datum main_arg)
 			}
 			outbox_load_api_key();
 			ready = false;
+			next_settle_at = 0;	/* pending_ttl may have changed */
 		}
 		MemoryContextReset(loop_cxt);
 		MemoryContextSwitchTo(loop_cxt);
@@ -1227,8 +1449,8 @@ pe_outbox_worker_main(Datum main_arg)
 
 		/* phase 3 for what finished */
 		outbox_collect_done();
-		if (!dlist_is_empty(&done_list))
-			outbox_record_outcomes();
+		if (!dlist_is_empty(&done_list) && outbox_record_outcomes())
+			poll_now = true;	/* the breaker closed: drain at once */
 
 		/* phase 1 and 2 while there is room, tokens and due rows */
 		now = GetCurrentTimestamp();
@@ -1242,7 +1464,38 @@ pe_outbox_worker_main(Datum main_arg)
 		 */
 		if (pe_http_in_flight(http) > 0 && slots < Max(1, pe_max_in_flight / 8))
 			slots = 0;
-		if (slots > 0 && (poll_now || (next_due_at != 0 && now >= next_due_at)))
+		if (breaker_open)
+		{
+			/*
+			 * Stripe unreachable: nothing goes out but one probe, the due
+			 * row created first, once nothing else is in flight.
+			 */
+			slots = 0;
+			if (pe_http_in_flight(http) == 0 && dlist_is_empty(&done_list) &&
+				now >= next_probe_at && tokens >= 1.0)
+			{
+				List	   *items;
+				TimestampTz due;
+				int			got = outbox_claim_batch(1, &items, &due);
+
+				tokens -= got;
+				if (items != NIL)
+				{
+					((OutboxItem *) linitial(items))->probe = true;
+					breaker_probes++;
+					if (worker_shared != NULL)
+					{
+						SpinLockAcquire(&worker_shared->mutex);
+						worker_shared->probes++;
+						SpinLockRelease(&worker_shared->mutex);
+					}
+					outbox_send_batch(items);
+				}
+				else if (got == 0)
+					next_probe_at = now + probe_interval_ms * (TimestampTz) 1000;
+			}
+		}
+		else if (slots > 0 && (poll_now || (next_due_at != 0 && now >= next_due_at)))
 		{
 			int			want = Min(slots, (int) floor(tokens));
 
@@ -1272,7 +1525,10 @@ pe_outbox_worker_main(Datum main_arg)
 
 		/* how long to sleep */
 		now = GetCurrentTimestamp();
-		if (slots <= 0)
+		if (breaker_open)
+			timeout = pe_http_in_flight(http) > 0 ? OUTBOX_IDLE_POLL_MS :
+				Min(ms_until(now, next_probe_at), OUTBOX_IDLE_POLL_MS);
+		else if (slots <= 0)
 			timeout = OUTBOX_IDLE_POLL_MS;	/* curl's timer and sockets wake us */
 		else if (poll_now || now >= next_due_at)
 			timeout = tokens >= 1.0 ? 0 :
@@ -1281,7 +1537,8 @@ pe_outbox_worker_main(Datum main_arg)
 			timeout = Min(ms_until(now, next_due_at), OUTBOX_IDLE_POLL_MS);
 		timeout = Min(timeout, ms_until(now, next_settle_at));
 
-		status_set(pe_http_in_flight(http) > 0 ? "sending" : "idle");
+		status_set(breaker_open ? "stripe_unreachable" :
+				   pe_http_in_flight(http) > 0 ? "sending" : "idle");
 		if (worker_shared != NULL)
 		{
 			SpinLockAcquire(&worker_shared->mutex);

@@ -70,6 +70,8 @@ bool		pe_adopt_existing_roles = false;
 
 int			pe_webhook_tolerance = 300;
 int			pe_pending_ttl = 3600;
+int			pe_idempotency_window = 82800;
+int			pe_search_lag = 3600;
 char	   *pe_system_user_id = NULL;
 
 void		_PG_init(void);
@@ -590,6 +592,32 @@ _PG_init(void)
 							NULL,
 							NULL);
 
+	DefineCustomIntVariable("payment_ext.idempotency_window",
+							gettext_noop("How long after it may first have reached Stripe an outbox request is still sent again with its idempotency key."),
+							gettext_noop("Stripe keeps idempotency keys for at least 24 hours; after this window the request is never resent, its payment or refund is looked up instead.  Lower it only for tests."),
+							&pe_idempotency_window,
+							82800,
+							1,
+							82800,
+							PGC_SIGHUP,
+							GUC_UNIT_S | GUC_SUPERUSER_ONLY,
+							NULL,
+							NULL,
+							NULL);
+
+	DefineCustomIntVariable("payment_ext.search_lag",
+							gettext_noop("How long Stripe's search index may lag behind a request that reached Stripe."),
+							gettext_noop("A payment whose create request may have reached Stripe is failed on an empty search only this long after that request was given up."),
+							&pe_search_lag,
+							3600,
+							0,
+							86400,
+							PGC_SIGHUP,
+							GUC_UNIT_S | GUC_SUPERUSER_ONLY,
+							NULL,
+							NULL,
+							NULL);
+
 	DefineCustomStringVariable("payment_ext.system_user_id",
 							   gettext_noop("The \"Users\" row that refunds made in Stripe's Dashboard are recorded as processed by."),
 							   gettext_noop("Empty: the payment_ext system user, created when the extension creates \"Users\"."),
@@ -618,9 +646,14 @@ _PG_init(void)
 							NULL,
 							NULL);
 
+	/*
+	 * issue 20: the retry budget of a request is time (idempotency_window),
+	 * not a count; max_attempts keeps its name but bounds only answers the
+	 * worker cannot use (README, "Retry policy").
+	 */
 	DefineCustomIntVariable("payment_ext.max_attempts",
-							gettext_noop("Attempts at one outbox request before it is dead."),
-							gettext_noop("Transient failures (network errors, timeouts, 5xx, 409, 429) are retried with the same idempotency key."),
+							gettext_noop("Answers the outbox worker cannot use (malformed, or whose recording fails) before an outbox request is dead."),
+							gettext_noop("Network errors, timeouts, 5xx, 409 and 429 do not count: they are retried with the same idempotency key until payment_ext.idempotency_window closes."),
 							&pe_max_attempts,
 							8,
 							1,

@@ -51,6 +51,8 @@ extern char *pe_webhook_secret_file;
 /* webhooks and settling (webhook.c, webhook_apply.c, the outbox worker) */
 extern int	pe_webhook_tolerance;
 extern int	pe_pending_ttl;
+extern int	pe_idempotency_window;
+extern int	pe_search_lag;
 extern char *pe_system_user_id;
 extern void pe_assign_webhook_secret(const char *newval, void *extra);
 

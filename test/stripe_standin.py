@@ -368,6 +368,13 @@ class StandIn:
         self.started = time.time()
         self.rng = random.Random(args.seed)
         self.base_faults = [self.make_fault(f) for f in args.fault]
+        # an outage (POST /_test/outage): set by main() and the protocol
+        self.loop = None
+        self.server = None
+        self.make_server = None
+        self.conns = set()
+        self.outage_mode = None
+        self.outage_resets = 0
         self.reset()
 
     # -- state ---------------------------------------------------------------
@@ -395,6 +402,36 @@ class StandIn:
         self.seq = 0
         self.event_seq = 0
         self.counts = {"requests": 0, "replays": 0, "faults": 0, "conflicts": 0}
+
+    # -- outages -------------------------------------------------------------
+    def outage_start(self, secs, mode):
+        """Every connection is cut; for secs seconds the port refuses
+        connections (mode refuse: the listening socket is closed, as when
+        nothing listens) or accepts each one and resets it at once, counted
+        in outage_resets (mode reset).  Then the same port serves again with
+        every object, key and ledger entry kept."""
+        self.outage_mode = mode
+        for c in list(self.conns):
+            c.drop(True)
+        if mode == "refuse" and self.server is not None:
+            self.server.close()
+            self.server = None
+        self.loop.call_later(secs, self.outage_end)
+
+    def outage_end(self):
+        if self.outage_mode == "refuse":
+            self.loop.create_task(self.reopen())
+        else:
+            self.outage_mode = None
+
+    async def reopen(self):
+        while True:
+            try:
+                self.server = await self.make_server()
+                break
+            except OSError:
+                await asyncio.sleep(0.05)
+        self.outage_mode = None
 
     def new_id(self, prefix, n=24):
         return prefix + "".join(self.rng.choices(ALNUM, k=n))
@@ -865,7 +902,10 @@ class StandIn:
                 e = StripeError(status, "api_error", fault.get("message") or
                                 "An unknown error occurred while processing this request. "
                                 "Please try again later.", code=fault.get("code"))
-                return finish(error_response(e), fault)
+                # a 502/503/504 carries Retry-After only when the fault names one
+                ra = fault.get("retry_after")
+                extra = [("Retry-After", str(ra))] if ra not in (None, "") else []
+                return finish(error_response(e, extra), fault)
             return delayed(latency, edge)
 
         # authentication, version
@@ -1379,6 +1419,18 @@ class StandIn:
                          "uptime_s": time.time() - self.started}
         if path == "/_test/ledger" and m == "GET":
             return 200, self.ledger()
+        if path == "/_test/outage" and m == "POST":
+            body = self.control_params(req)
+            secs = float(body.get("seconds", 0))
+            mode = body.get("mode", "refuse")
+            if mode not in ("refuse", "reset") or not 0 < secs <= 3600:
+                raise ValueError("an outage needs 0 < seconds <= 3600 and mode refuse or reset")
+            if self.outage_mode is not None:
+                raise ValueError("an outage is already on")
+            self.loop.call_later(0.05, self.outage_start, secs, mode)
+            return 200, {"seconds": secs, "mode": mode, "resets": self.outage_resets}
+        if path == "/_test/outage" and m == "GET":
+            return 200, {"mode": self.outage_mode, "resets": self.outage_resets}
         if path == "/_test/reset" and m == "POST":
             self.reset()
             return 200, {"ok": True}
@@ -1569,6 +1621,11 @@ class HTTPProtocol(asyncio.Protocol):
 
     def connection_made(self, transport):
         self.transport = transport
+        if self.app.outage_mode is not None:
+            self.app.outage_resets += 1
+            self.drop(True)
+            return
+        self.app.conns.add(self)
         sock = transport.get_extra_info("socket")
         if sock is not None:
             try:
@@ -1578,8 +1635,12 @@ class HTTPProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc):
         self.closed = True
+        self.app.conns.discard(self)
 
     def data_received(self, data):
+        if self.app.outage_mode is not None:
+            self.drop(True)
+            return
         self.buf += data
         if not self.busy:
             self.parse()
@@ -1798,6 +1859,9 @@ def main(argv=None):
     server = loop.run_until_complete(loop.create_server(
         lambda: HTTPProtocol(app, loop), args.host, args.port, reuse_address=True, backlog=1024))
     port = server.sockets[0].getsockname()[1]
+    app.loop, app.server = loop, server
+    app.make_server = lambda: loop.create_server(
+        lambda: HTTPProtocol(app, loop), args.host, port, reuse_address=True, backlog=1024)
     if args.port_file:
         tmp = args.port_file + ".tmp"
         with open(tmp, "w") as f:
@@ -1809,7 +1873,8 @@ def main(argv=None):
     try:
         loop.run_forever()
     finally:
-        server.close()
+        if app.server is not None:
+            app.server.close()
     return 0
 
 

@@ -15,7 +15,10 @@ echo "1..13"
 
 C=w_settle
 w_standin_start $C
-w_cluster $C "payment_ext.pending_ttl = '3s'" "payment_ext.max_attempts = 3"
+# a short idempotency window and search lag, so that a create whose every
+# answer is lost is settled within the test (README, "Settling")
+w_cluster $C "payment_ext.pending_ttl = '3s'" "payment_ext.idempotency_window = '5s'" \
+	"payment_ext.search_lag = '3s'"
 w_seed $C 10
 
 # --- a charge whose answer never arrived ---------------------------------------
@@ -32,7 +35,7 @@ w_sql $C "INSERT INTO \"Payments\" (\"Id\", \"EventRegistrationId\", \"UserId\",
                                      'metadata[payment_id]', '$PID'),
                   'pe-$PID-pi-1')" >/dev/null
 is "$(w_wait $C "SELECT state FROM payment.outbox WHERE idempotency_key = 'pe-$PID-pi-1'" dead 60)" dead \
-	"every answer of the create request was lost: the row is dead after max_attempts"
+	"every answer of the create request was lost: the row is dead once payment_ext.idempotency_window closes"
 is "$(w_http GET /_test/ledger | w_json "j['by_payment_id']['$PID']['charges']")" 1 \
 	"while Stripe charged the card once"
 is "$(w_wait $C "SELECT \"Status\" FROM \"Payments\" WHERE \"Id\" = '$PID'" 1 60)" 1 \
@@ -42,7 +45,7 @@ is "$(w_sql $C "SELECT string_agg(kind || ':' || state, ',' ORDER BY id) FROM pa
 is "$(w_sql $C "SELECT s.created_at >= d.completed_at + interval '3 seconds'
                   FROM payment.outbox d JOIN payment.outbox s USING (payment_id)
                  WHERE d.payment_id = '$PID' AND d.kind = 'payment_intent.create' AND s.kind = 'payment_intent.search'")" t \
-	"the search waited pending_ttl (3 s) after the create went dead: Stripe's search index lags"
+	"the search waited payment_ext.search_lag (3 s) after the create went dead: Stripe's search index lags"
 is "$(w_http GET /_test/ledger | w_json "(j['by_payment_id']['$PID']['charges'], j['by_payment_id']['$PID']['charged_amount'])")" "(1, 2800)" \
 	"the ledger: charged once, 28.00"
 is "$(w_sql $C "SELECT payment.decrypt(\"EncryptedStripePaymentIntentId\", 'Payments.EncryptedStripePaymentIntentId:' || \"Id\") LIKE 'pi\_%' FROM \"Payments\" WHERE \"Id\" = '$PID'")|$(w_sql $C "SELECT stripe_status, source FROM payment.intents WHERE payment_id = '$PID'")" \

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 #
 # test/t/webhook_settle_refund.sh — the settler's refund lookups: a refund
-# whose refund.create is over 23 hours old is never resent blind; once the
+# whose refund.create may first have reached Stripe over 23 hours ago
+# (payment_ext.idempotency_window) is never resent blind; once the
 # row is dead the worker lists the PaymentIntent's refunds at Stripe
 # (refund.list) and finds ours by metadata[refund_id]:
 #   - the request reached Stripe but every answer was lost: found, recorded
@@ -64,10 +65,11 @@ pi() {
 kinds() {
 	w_sql $C "SELECT string_agg(kind || ':' || state, ',' ORDER BY id) FROM payment.outbox WHERE refund_id = '$1'"
 }
-# age REFUND: the refund.create's first attempt 24 hours ago (Stripe may have
-# forgotten its idempotency key)
+# age REFUND: the refund.create's first attempt that may have reached Stripe
+# 24 hours ago (Stripe may have forgotten its idempotency key)
 age() {
-	w_sql $C "UPDATE payment.outbox SET first_attempt_at = now() - interval '24 hours'
+	w_sql $C "UPDATE payment.outbox SET first_attempt_at = now() - interval '24 hours',
+	                                   key_sent_at = now() - interval '24 hours'
 	           WHERE refund_id = '$1' AND kind = 'refund.create'" >/dev/null
 }
 # lost KIND PAYMENT: every refund.create of the payment meets fault KIND
@@ -93,7 +95,7 @@ is "$(w_wait $C "SELECT \"RefundStatus\" FROM \"PaymentRefunds\" WHERE \"Id\" = 
 	"its first attempt aged 24 hours: the settler looks it up and the refund is Completed"
 is "$(kinds "$R1")" "refund.create:dead,refund.list:done" \
 	"  by a refund.list lookup after the create died, never by resending the create"
-is "$(w_sql $C "SELECT last_error LIKE 'not resent: the first attempt is over 23 hours old%' FROM payment.outbox WHERE idempotency_key = 'pe-$R1-re'")" t \
+is "$(w_sql $C "SELECT last_error LIKE 'not resent: it may first have reached Stripe longer ago than payment_ext.idempotency_window%' FROM payment.outbox WHERE idempotency_key = 'pe-$R1-re'")" t \
 	"  the create row says why it died"
 is "$(w_http GET "/_test/requests?path=/v1/refunds" | w_json "sorted(set(r['idempotency_key'] for r in j['requests'] if r['method'] == 'POST' and r['params']['metadata']['refund_id'] == '$R1'))")" \
 	"['pe-$R1-re']" "  every POST /v1/refunds of it carried the one key"
