@@ -96,7 +96,8 @@ check "a CHECK a DBA added to \"Payments\", on payment.resolve (the row holds a 
 # --- other users' rows ---------------------------------------------------------------------
 check "another user's idempotency key, other arguments" 23505 \
 	"SELECT payment.create('$(w_reg 2)', '$U2', 30, idempotency_key => 'shared-key-1')"
-check "another user's registration, which has a live payment" 23505 \
+# refused as another user's (22023) before its live payment is looked at
+check "another user's registration, which has a live payment" 22023 \
 	"SELECT payment.create('$(w_reg 1)', '$U2', 40)"
 PR=50000000-0000-0000-0000-000000000003
 w_sql $C "INSERT INTO \"Payments\" (\"Id\", \"EventRegistrationId\", \"UserId\", \"AmountValue\", \"Status\", \"PaymentMethodType\")
