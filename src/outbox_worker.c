@@ -161,6 +161,7 @@ static int	breaker_failures = 0;	/* transport failures and 5xx in a row */
 static bool breaker_open = false;
 static TimestampTz breaker_since = 0;
 static TimestampTz next_probe_at = 0;
+static int64 last_probe_id = 0;	/* probes take the due rows in turn */
 static long probe_interval_ms = 0;
 static uint64 breaker_probes = 0;	/* probes sent while open */
 
@@ -201,7 +202,7 @@ static PePlan claim_plan = {
 	" SELECT id, key_sent_at IS NULL AS key_first FROM payment.outbox w"
 	"  WHERE state = 'pending' AND next_attempt_at <= pg_catalog.clock_timestamp()"
 	"  AND " OUTBOX_SENDABLE_SQL("$2") OUTBOX_WANTED_SQL
-	"  ORDER BY id LIMIT $1 FOR UPDATE SKIP LOCKED)"
+	"  ORDER BY id <= $3, id LIMIT $1 FOR UPDATE SKIP LOCKED)"
 	" UPDATE payment.outbox o SET state = 'sending', attempts = o.attempts + 1,"
 	"  claimed_at = pg_catalog.now(), first_attempt_at = COALESCE(o.first_attempt_at, pg_catalog.now()),"
 	"  key_sent_at = COALESCE(o.key_sent_at, pg_catalog.now()),"
@@ -209,7 +210,7 @@ static PePlan claim_plan = {
 	" FROM due WHERE o.id = due.id"
 	" RETURNING o.id, o.kind, o.payment_id, o.refund_id, o.request, o.idempotency_key, o.attempts,"
 	"  o.unusable_answers, due.key_first",
-	2, {INT4OID, INT4OID}, NULL, 0
+	3, {INT4OID, INT4OID, INT8OID}, NULL, 0
 };
 static PePlan next_due_plan = {
 	"SELECT pg_catalog.min(next_attempt_at) FROM payment.outbox WHERE state = 'pending'"
@@ -741,15 +742,19 @@ outbox_item_free(OutboxItem *item)
  *		One short transaction: claim up to limit due rows and build their
  *		requests into *items (a List of OutboxItem, in loop_cxt).  A row
  *		whose request cannot be built is dead at once.  Sets *next_due to
- *		the earliest next_attempt_at still pending (0 if none).
+ *		the earliest next_attempt_at still pending (0 if none).  Rows are
+ *		taken in the order of creation, starting after row after_id (0:
+ *		from the first) and wrapping around: the circuit breaker's probes
+ *		pass the row probed last, so that rows Stripe keeps failing do not
+ *		take every probe while the others wait.
  */
 static int
-outbox_claim_batch(int limit, List **items, TimestampTz *next_due)
+outbox_claim_batch(int limit, int64 after_id, List **items, TimestampTz *next_due)
 {
 	ClaimedRow *rows;
 	uint64		n;
 	uint64		i;
-	Datum		args[2];
+	Datum		args[3];
 	int			rc;
 	bool		isnull;
 	volatile bool warned = false;
@@ -762,6 +767,7 @@ outbox_claim_batch(int limit, List **items, TimestampTz *next_due)
 	pe_outbox_withdraw((Datum) 0, true);
 	args[0] = Int32GetDatum(limit);
 	args[1] = Int32GetDatum(pe_idempotency_window);
+	args[2] = Int64GetDatum(after_id);
 	rc = SPI_execute_plan(pe_plan(&claim_plan), args, NULL, false, 0);
 	if (rc != SPI_OK_UPDATE_RETURNING)
 		elog(ERROR, "claiming outbox rows failed: %s", SPI_result_code_string(rc));
@@ -1468,7 +1474,8 @@ pe_outbox_worker_main(Datum main_arg)
 		{
 			/*
 			 * Stripe unreachable: nothing goes out but one probe, the due
-			 * row created first, once nothing else is in flight.
+			 * rows in turn in the order of creation, once nothing else is
+			 * in flight.
 			 */
 			slots = 0;
 			if (pe_http_in_flight(http) == 0 && dlist_is_empty(&done_list) &&
@@ -1476,12 +1483,13 @@ pe_outbox_worker_main(Datum main_arg)
 			{
 				List	   *items;
 				TimestampTz due;
-				int			got = outbox_claim_batch(1, &items, &due);
+				int			got = outbox_claim_batch(1, last_probe_id, &items, &due);
 
 				tokens -= got;
 				if (items != NIL)
 				{
 					((OutboxItem *) linitial(items))->probe = true;
+					last_probe_id = ((OutboxItem *) linitial(items))->id;
 					breaker_probes++;
 					if (worker_shared != NULL)
 					{
@@ -1503,7 +1511,7 @@ pe_outbox_worker_main(Datum main_arg)
 			{
 				List	   *items;
 				TimestampTz due;
-				int			got = outbox_claim_batch(want, &items, &due);
+				int			got = outbox_claim_batch(want, 0, &items, &due);
 
 				tokens -= got;
 				slots -= got;

@@ -156,13 +156,24 @@ is "$(w_sql $C "SELECT r.\"RefundStatus\", p.\"Status\" FROM \"PaymentRefunds\" 
 	"refund after a 503: Completed, payment Refunded"
 
 # --- idempotency_error: the same key with other parameters ---------------------------------
+# a create of a new Pending payment (only such a create is still sent: issue
+# 17) under the key that Stripe already executed for payment 503's create
+# (its sealed request fields sealed again for that key: their context)
 KEY=$(w_sql $C "SELECT idempotency_key FROM payment.outbox WHERE payment_id = '${P[503]}'")
-w_sql $C "UPDATE payment.outbox SET request = jsonb_set(request, '{amount}', '\"9999\"'), state = 'pending', attempts = 0, next_attempt_at = now() WHERE idempotency_key = '$KEY'" >/dev/null
+P[idem]=$(defer_pay 19)
+w_sql $C "UPDATE payment.outbox SET idempotency_key = idempotency_key || '-renamed' WHERE idempotency_key = '$KEY';
+UPDATE payment.outbox o SET idempotency_key = '$KEY', next_attempt_at = now(),
+       request = (SELECT jsonb_object_agg(e.key, CASE WHEN e.value LIKE 'pe1:%'
+                    THEN payment.encrypt(payment.decrypt(e.value, 'outbox.request.' || e.key || ':' || o.idempotency_key),
+                                         'outbox.request.' || e.key || ':$KEY')
+                    ELSE e.value END)
+                    FROM jsonb_each_text(o.request) e)
+ WHERE payment_id = '${P[idem]}'" >/dev/null
 w_sql $C "SELECT pg_reload_conf()" >/dev/null
 is "$(w_wait $C "SELECT state, attempts, last_http_status FROM payment.outbox WHERE idempotency_key = '$KEY'" "dead|1|400" 60)" "dead|1|400" \
 	"400 idempotency_error: dead at once"
 ok $(w_wait_log "$PE_WORK/$C.log" "outbox row .* is dead: HTTP 400 idempotency_error" 60; echo $?) "  with a LOG line"
-is "$(status "${P[503]}")" 1 "  the payment it concerns is untouched"
+is "$(status "${P[503]}")|$(charges "${P[idem]}")" "1|0" "  payment 503 is untouched, and nothing is charged for the new one"
 
 # --- the ledger ---------------------------------------------------------------------------------
 LEDGER=$(w_http GET /_test/ledger)

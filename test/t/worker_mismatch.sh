@@ -24,7 +24,8 @@ S1=whsec_$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
 SECRETS="$PE_WORK/$C.whsec"
 (umask 077; printf '%s\n' "$S1" >"$SECRETS")
 w_standin_start $C --webhook-secret "$S1"
-w_cluster $C "payment_ext.webhook_secret_file = '$SECRETS'" "payment_ext.pending_ttl = '3s'"
+# search_lag 0: the settler may search right after the create was answered
+w_cluster $C "payment_ext.webhook_secret_file = '$SECRETS'" "payment_ext.pending_ttl = '3s'" "payment_ext.search_lag = 0"
 w_seed $C 10
 
 # tamper N FIELDS-JSON: a payment of 12.34 USD for registration N, confirmed
