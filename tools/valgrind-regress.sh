@@ -53,6 +53,8 @@ SUPP="$(dirname "$(dirname "$PGC")")/valgrind.supp"
 name=main
 data="$WORK/$name"
 mkdir -p "$WORK/$name.sock" "$WORK/vg"
+export PE_WORK="$WORK"
+pe_closed_port || { log "could not hold a closed port"; exit 1; }
 "$PE_BIN/initdb" -D "$data" -A trust -U postgres -E UTF8 --locale=C >"$WORK/initdb.log" 2>&1 ||
 	{ cat "$WORK/initdb.log"; exit 1; }
 {
@@ -75,6 +77,7 @@ PM=$!
 stop() {
 	"$PE_BIN/pg_ctl" -D "$data" -m fast -w -t 600 stop >/dev/null 2>&1 || kill "$PM" 2>/dev/null || true
 	wait "$PM" 2>/dev/null || true
+	[ -z "$PE_CLOSED_PID" ] || kill "$PE_CLOSED_PID" 2>/dev/null || true
 }
 trap stop EXIT
 export PGHOST="$WORK/$name.sock" PGPORT=5432 PGUSER=postgres PE_WORK="$WORK"
