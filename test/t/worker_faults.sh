@@ -102,7 +102,7 @@ echo "# drained in $(( ($(date +%s%N) - T0) / 1000000 )) ms"
 is "$(status "${P[500u]}")|$(charges "${P[500u]}")" "1|1" "500 not saved, twice: Completed, charged once"
 is "$(row "${P[500u]}")" "done|3" "  after 3 attempts with the same key"
 # issue 20: the retry budget is time, not a count
-is "$(w_wait $C "SELECT state <> 'dead' AND attempts > 8 FROM payment.outbox WHERE payment_id = '${P[500s]}'" t 40)|$(status "${P[500s]}")" "t|0" \
+is "$(w_wait $C "SELECT state <> 'dead' AND attempts > 8 FROM payment.outbox WHERE payment_id = '${P[500s]}' AND kind = 'payment_intent.create'" t 90)|$(status "${P[500s]}")" "t|0" \
 	"500 saved and replayed: retried with its key past max_attempts (8), never dead inside the idempotency window, payment left Pending"
 is "$(status "${P[502]}")|$(row "${P[502]}")|$(charges "${P[502]}")" "1|done|3|1" "502 twice: Completed after 3 attempts, charged once"
 is "$(status "${P[503]}")|$(row "${P[503]}")|$(charges "${P[503]}")" "1|done|2|1" "503 once: Completed after 2 attempts, charged once"
@@ -117,7 +117,7 @@ is "$(w_sql $C "SELECT d->>'type', d->>'code', d->>'decline_code', d->>'http_sta
   FROM (SELECT payment.decrypt(\"EncryptedStripeErrorDetails\", 'PaymentFailures.EncryptedStripeErrorDetails:' || \"Id\")::jsonb d
           FROM \"PaymentFailures\" WHERE \"PaymentId\" = '${P[decline]}') s")" \
 	"card_error|card_declined|insufficient_funds|402|t" "  the sealed error details open under the failure row's context"
-is "$(w_sql $C "SELECT last_http_status, last_error FROM payment.outbox WHERE payment_id = '${P[decline]}'")" \
+is "$(w_sql $C "SELECT last_http_status, last_error FROM payment.outbox WHERE payment_id = '${P[decline]}' AND kind = 'payment_intent.create'")" \
 	"402|HTTP 402 card_error/card_declined/insufficient_funds: Your card has insufficient funds." \
 	"  the outbox row keeps the HTTP status and a secret-free error"
 
@@ -135,7 +135,7 @@ is "$(status "${P[retry_false]}")|$(row "${P[retry_false]}")|$(charges "${P[retr
 	"Stripe-Should-Retry: false on a 503: dead at once, payment left Pending"
 
 is "$(status "${P[slow]}")|$(charges "${P[slow]}")" "1|1" "slow answer past the timeout: Completed, charged once"
-is "$(w_sql $C "SELECT attempts >= 2 FROM payment.outbox WHERE payment_id = '${P[slow]}'")" t "  after retries with the same key"
+is "$(w_sql $C "SELECT attempts >= 2 FROM payment.outbox WHERE payment_id = '${P[slow]}' AND kind = 'payment_intent.create'")" t "  after retries with the same key"
 is "$(status "${P[drop_before]}")|$(row "${P[drop_before]}")|$(charges "${P[drop_before]}")" "1|done|2|1" \
 	"connection dropped before the charge: Completed, charged once"
 is "$(status "${P[drop_after]}")|$(row "${P[drop_after]}")|$(charges "${P[drop_after]}")" "1|done|2|1" \
@@ -144,7 +144,7 @@ is "$(status "${P[drop_mid]}")|$(row "${P[drop_mid]}")|$(charges "${P[drop_mid]}
 	"connection dropped mid-body: Completed, charged once"
 is "$(status "${P[malformed]}")|$(row "${P[malformed]}")|$(charges "${P[malformed]}")" "1|done|2|1" \
 	"malformed JSON: retried, the replay completes it, charged once"
-is "$(w_wait $C "SELECT state <> 'dead' AND attempts > 8 FROM payment.outbox WHERE payment_id = '${P[forever]}'" t 40)|$(status "${P[forever]}")|$(charges "${P[forever]}")" "t|0|0" \
+is "$(w_wait $C "SELECT state <> 'dead' AND attempts > 8 FROM payment.outbox WHERE payment_id = '${P[forever]}' AND kind = 'payment_intent.create'" t 90)|$(status "${P[forever]}")|$(charges "${P[forever]}")" "t|0|0" \
 	"503 for ever: retried past max_attempts (8), not dead, payment left Pending"
 
 is "$(w_sql $C "SELECT \"RefundStatus\", \"EncryptedStripeRefundId\" IS NOT NULL FROM \"PaymentRefunds\" WHERE \"Id\" = '$R_PENDING'")" "0|t" \
@@ -159,7 +159,7 @@ is "$(w_sql $C "SELECT r.\"RefundStatus\", p.\"Status\" FROM \"PaymentRefunds\" 
 # a create of a new Pending payment (only such a create is still sent: issue
 # 17) under the key that Stripe already executed for payment 503's create
 # (its sealed request fields sealed again for that key: their context)
-KEY=$(w_sql $C "SELECT idempotency_key FROM payment.outbox WHERE payment_id = '${P[503]}'")
+KEY=$(w_sql $C "SELECT idempotency_key FROM payment.outbox WHERE payment_id = '${P[503]}' AND kind = 'payment_intent.create'")
 P[idem]=$(defer_pay 19)
 w_sql $C "UPDATE payment.outbox SET idempotency_key = idempotency_key || '-renamed' WHERE idempotency_key = '$KEY';
 UPDATE payment.outbox o SET idempotency_key = '$KEY', next_attempt_at = now(),

@@ -43,7 +43,7 @@ tamper() {
 	                                     'automatic_payment_methods[enabled]', 'true'
 	                                     $3),
 	                  'pe-$p-pi-1')" >/dev/null
-	w_wait $C "SELECT state FROM payment.outbox WHERE idempotency_key = 'pe-$p-pi-1'" done 30 >/dev/null
+	w_wait $C "SELECT state FROM payment.outbox WHERE idempotency_key = 'pe-$p-pi-1'" done 60 >/dev/null
 	echo "$p"
 }
 CONFIRM=", 'confirm', 'true', 'payment_method', 'pm_card_visa', 'automatic_payment_methods[allow_redirects]', 'never'"
@@ -66,7 +66,7 @@ is "$(w_sql $C "SELECT \"FailureMessage\" FROM \"PaymentFailures\" WHERE \"Payme
 	"the failure row says what differs, and no Stripe id"
 is "$(w_sql $C "SELECT database_state, stripe_state, source FROM payment.reconcile WHERE payment_id = '$PA'")" "Pending|amount_mismatch|check" \
 	"payment.reconcile lists it"
-is "$(w_sql $C "SELECT last_error LIKE 'PaymentIntent succeeded does not match the payment: the PaymentIntent is for 0.50, %' FROM payment.outbox WHERE payment_id = '$PA'")" t \
+is "$(w_sql $C "SELECT last_error LIKE 'PaymentIntent succeeded does not match the payment: the PaymentIntent is for 0.50, %' FROM payment.outbox WHERE payment_id = '$PA' AND kind = 'payment_intent.create'")" t \
 	"the outbox row is done, its last_error says why nothing was recorded"
 
 PC=$(tamper 2 '"currency": "eur"' "$CONFIRM")
@@ -106,7 +106,7 @@ is "$(state "$PA" | cut -d'|' -f1,2,4)" "0|f|amount_mismatch" \
 
 # a webhook whose PaymentIntent names another payment in its metadata, found by its id
 P6=$(w_sql $C "SELECT payment.create('$(w_reg 6)', '$(w_user 6)', 20.00)")
-w_wait $C "SELECT state FROM payment.outbox WHERE payment_id = '$P6'" done 30 >/dev/null
+w_wait $C "SELECT state FROM payment.outbox WHERE payment_id = '$P6' AND kind = 'payment_intent.create'" done 60 >/dev/null
 PI6=$(w_sql $C "SELECT payment.decrypt(\"EncryptedStripePaymentIntentId\", 'Payments.EncryptedStripePaymentIntentId:' || \"Id\") FROM \"Payments\" WHERE \"Id\" = '$P6'")
 python3 "$PE_WORK/repo/test/webhook_tool.py" event evt_mm_6 payment_intent.succeeded \
 	"{\"id\": \"$PI6\", \"object\": \"payment_intent\", \"status\": \"succeeded\", \"amount\": 2000, \"amount_received\": 2000, \"currency\": \"usd\", \"metadata\": {}}" >"$D/e6"
