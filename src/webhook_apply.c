@@ -985,7 +985,20 @@ apply_charge_refunded(WebhookEvent *ev)
 	pe_stripe_ref_add(ch_id, "charge", &ev->payment_id, NULL);
 	pe_stripe_ref_add(pi_id, "payment_intent", &ev->payment_id, NULL);
 	initStringInfo(&out);
-	if (refunded >= 0)
+
+	/*
+	 * Stripe's amount refunded is compared with the payment's refunds
+	 * (payment.reconcile): only for the charge the payment keeps.  One it
+	 * does not keep (a Failed payment's, an earlier attempt's) is refunded
+	 * whole as refund.unwanted, which is no "PaymentRefunds" row.
+	 */
+	if (refunded >= 0 &&
+		!((row.status == PE_PAYMENT_COMPLETED || row.status == PE_PAYMENT_PARTIALLY_REFUNDED ||
+		   row.status == PE_PAYMENT_REFUNDED) &&
+		  pe_intent_is_current(&ev->payment_id, pi_id, 0, NULL)))
+		appendStringInfo(&out, "ignored: Stripe reports " INT64_FORMAT ".%02d refunded of a charge the payment does not keep (it is %s)",
+						 refunded / 100, (int) (refunded % 100), pe_payment_status_name(row.status));
+	else if (refunded >= 0)
 	{
 		Datum		a3[3];
 		char		n3[3] = {' ', ' ', ev->created < 0 ? 'n' : ' '};

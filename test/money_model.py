@@ -275,8 +275,9 @@ class Model:
             if p["status"] == 0:
                 cands.append((p, 2, "customer abandoned checkout (model step %d)" % self.step_no))
             d = led.get(p["id"])
-            # Stripe shows one charge and no refund: the administrator completes it
-            if p["status"] in (0, 2) and d and d["charges"] == 1 and d["refunds"] == 0:
+            # Stripe shows one PaymentIntent, charged, no refund: the administrator completes it
+            if p["status"] in (0, 2) and d and d["charges"] == 1 and d["refunds"] == 0 \
+                    and len(d["payment_intents"]) == 1:
                 cands.append((p, 1, "Stripe shows the charge succeeded (model step %d)" % self.step_no))
         if not cands:
             return self.step_create()

@@ -21,7 +21,7 @@ set -uo pipefail
 source "$PE_WORK/repo/test/worker_lib.sh"
 trap w_cleanup EXIT
 
-echo "1..38"
+echo "1..39"
 
 C=w_money
 S=whsec_$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
@@ -323,7 +323,12 @@ PIB1=$(intents_of "$PB1")
 w_http POST "/_test/payment_intents/$PIB1/succeed" '{}' >/dev/null
 OUT=$(deliver payment_intent.succeeded "$PIB1")
 settled "$PB1"
-is "$(w_wait $C "SELECT count(*) FROM payment.outbox WHERE payment_id = '$PB1' AND kind = 'refund.unwanted' AND state = 'done'" 1 30)|$(refunded "$PB1")|$(status "$PB1")|$(w_sql $C "SELECT count(*) FROM payment.reconcile WHERE payment_id IN ('$PB1', '$PB2')")|${OUT%%;*}" \
+w_wait $C "SELECT count(*) FROM payment.outbox WHERE payment_id = '$PB1' AND kind = 'refund.unwanted' AND state = 'done'" 1 30 >/dev/null
+CHB=$(ledger "[c['id'] for c in j['charges'] if c['payment_id'] == '$PB1'][0]")
+OUTR=$(deliver charge.refunded "$CHB")
+is "${OUTR%% (*}" "ignored: Stripe reports 25.00 refunded of a charge the payment does not keep" \
+	"model: the charge.refunded of that unwanted charge is not taken for the payment's refunds"
+is "$(w_sql $C "SELECT count(*) FROM payment.outbox WHERE payment_id = '$PB1' AND kind = 'refund.unwanted' AND state = 'done'")|$(refunded "$PB1")|$(status "$PB1")|$(w_sql $C "SELECT count(*) FROM payment.reconcile WHERE payment_id IN ('$PB1', '$PB2')")|${OUT%%;*}" \
 	"1|2500|2|0|conflict: Stripe charged a Failed payment whose registration has another live payment" \
 	"model: a Failed payment's PaymentIntent paid late is refunded in full (refund.unwanted) and payment.reconcile does not list it"
 

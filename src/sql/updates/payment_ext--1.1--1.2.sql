@@ -400,7 +400,8 @@ GRANT SELECT ON payment.worker_status TO payment_admin, payment_reporting;
 -- arrived after it, payment.reconcile listed a payment that agreed with
 -- Stripe.  The amount now comes from the newest charge.refunded by its
 -- created (amount_refunded_at), and is forgotten when one of the payment's
--- refunds fails or is canceled.  (src/webhook_apply.c, src/outbox_outcome.c
+-- refunds fails or is canceled, and only for the charge the payment keeps
+-- (not one refunded as refund.unwanted).  (src/webhook_apply.c, src/outbox_outcome.c
 -- also keep payment.refund_states from going back from a final status, and
 -- leave payment.intents alone for a charge the payment does not keep.)
 -- ---------------------------------------------------------------------------
