@@ -1621,6 +1621,13 @@ pe_outbox_record_one(OutboxItem *item, OutboxTally *tally)
 
 			o.last_error = psprintf("refunded a charge the payment does not keep: refund %s",
 									st ? pe_outbox_scrub(st, 40) : "without a status");
+			/* the money is still the customer's to get back: keep it visible */
+			if (st == NULL || strcmp(st, "failed") == 0 || strcmp(st, "canceled") == 0)
+			{
+				o.cls = OUTCOME_DEAD;
+				o.last_error = psprintf("Stripe did not refund a charge the payment does not keep (refund %s): return the money by hand",
+										st ? pe_outbox_scrub(st, 40) : "without a status");
+			}
 		}
 		else
 			record_payment_intent(item, &o, &o.object->root);
