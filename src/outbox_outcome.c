@@ -189,11 +189,32 @@ static PePlan cancel_enqueue_plan = {
 	" ON CONFLICT (idempotency_key) DO NOTHING",
 	2, {UUIDOID, INT8OID}, NULL, 0
 };
+/*
+ * Our refund failed (or was canceled) at Stripe: the charge's
+ * amount_refunded that Stripe reported before counted it and is stale now
+ * (Stripe sends no charge.refunded when a refund fails), so it is
+ * forgotten, and a charge.refunded sent before now is not taken again.
+ */
+static PePlan amount_reset_plan = {
+	"UPDATE payment.intents AS i SET amount_refunded = NULL, amount_refunded_at = pg_catalog.now()"
+	" FROM @S@.\"PaymentRefunds\" r"
+	" WHERE r.\"Id\" = $1 AND i.payment_id = r.\"OriginalPaymentId\""
+	" AND $2 IN ('failed', 'canceled')",
+	2, {UUIDOID, TEXTOID}, NULL, 0
+};
 static PePlan refund_state_plan = {
 	"INSERT INTO payment.refund_states AS s (refund_id, stripe_status, source)"
 	" VALUES ($1, $2, $3)"
 	" ON CONFLICT (refund_id) DO UPDATE SET stripe_status = EXCLUDED.stripe_status,"
-	" source = EXCLUDED.source, reported_at = pg_catalog.now()",
+	" source = EXCLUDED.source, reported_at = pg_catalog.now()"
+	/*
+	 * Stripe moves a Refund pending -> succeeded, failed or canceled, and
+	 * succeeded -> failed, never back: an older report (a late webhook, the
+	 * replayed first answer of a resent request) does not overwrite a later
+	 * one.
+	 */
+	" WHERE s.stripe_status NOT IN ('failed', 'canceled')"
+	" AND (s.stripe_status <> 'succeeded' OR EXCLUDED.stripe_status IN ('failed', 'canceled'))",
 	3, {UUIDOID, TEXTOID, TEXTOID}, NULL, 0
 };
 static PePlan refund_set_plan = {
@@ -1025,6 +1046,9 @@ record_payment_intent(OutboxItem *item, Outcome *o, JsonbContainer *pi)
 	char		nulls[5] = {' ', ' ', ' ', ' ', ' '};
 	char	   *pid = DatumGetCString(DirectFunctionCall1(uuid_out,
 														  UUIDPGetDatum(&item->payment_id)));
+	int			pstatus = -1;
+	pg_uuid_t	reg;
+	bool		keeps = true;
 
 	if (id == NULL || status == NULL)
 	{
@@ -1066,11 +1090,10 @@ record_payment_intent(OutboxItem *item, Outcome *o, JsonbContainer *pi)
 	 */
 	{
 		int			attempt = pe_intent_attempt(pi);
-		int			pstatus;
 
 		if (attempt == 0 && item->kind == OUTBOX_PI_CREATE)
 			attempt = key_attempt(item->idempotency_key);
-		if (!intent_current(&item->payment_id, id, attempt, &pstatus, NULL))
+		if (!intent_current(&item->payment_id, id, attempt, &pstatus, &reg))
 		{
 			pe_stripe_ref_add(id, "payment_intent", &item->payment_id, NULL);
 			o->last_error = psprintf("PaymentIntent %s is not the payment's current one: %s",
@@ -1105,7 +1128,27 @@ record_payment_intent(OutboxItem *item, Outcome *o, JsonbContainer *pi)
 		nulls[3] = 'n';
 	args[4] = CStringGetTextDatum(item->kind == OUTBOX_PI_RETRIEVE ||
 								  item->kind == OUTBOX_PI_SEARCH ? "lookup" : "response");
-	outcome_exec(&intent_upsert_plan, args, nulls);
+
+	/*
+	 * A charge of a Failed payment whose registration has another live
+	 * payment is refunded (charged_not_pending): the payment does not keep
+	 * it, so it is not the payment's state at Stripe either (else
+	 * payment.reconcile would list a payment that agrees with Stripe).
+	 */
+	if (strcmp(status, "succeeded") == 0 && pstatus == PE_PAYMENT_FAILED)
+	{
+		Datum		a2[2];
+		int			rc;
+
+		a2[0] = UUIDPGetDatum(&reg);
+		a2[1] = UUIDPGetDatum(&item->payment_id);
+		rc = SPI_execute_plan(pe_plan(&other_live_plan), a2, NULL, false, 1);
+		if (rc != SPI_OK_SELECT)
+			elog(ERROR, "looking up live payments failed: %s", SPI_result_code_string(rc));
+		keeps = (SPI_processed == 0);
+	}
+	if (keeps)
+		outcome_exec(&intent_upsert_plan, args, nulls);
 	if (secret != NULL)
 		explicit_bzero(secret, strlen(secret));
 	pe_stripe_ref_add(id, "payment_intent", &item->payment_id, NULL);
@@ -1308,6 +1351,7 @@ record_refund(OutboxItem *item, Outcome *o, JsonbContainer *re, const char *sour
 	args[1] = CStringGetTextDatum(status);
 	args[2] = CStringGetTextDatum(source);
 	outcome_exec(&refund_state_plan, args, NULL);
+	outcome_exec(&amount_reset_plan, args, NULL);
 	pe_stripe_ref_add(id, "refund", &item->payment_id, &item->refund_id);
 	args[1] = Int32GetDatum(rstatus);
 	args[2] = CStringGetTextDatum(outcome_seal(id, "PaymentRefunds", "EncryptedStripeRefundId",
@@ -1577,6 +1621,13 @@ pe_outbox_record_one(OutboxItem *item, OutboxTally *tally)
 
 			o.last_error = psprintf("refunded a charge the payment does not keep: refund %s",
 									st ? pe_outbox_scrub(st, 40) : "without a status");
+			/* the money is still the customer's to get back: keep it visible */
+			if (st == NULL || strcmp(st, "failed") == 0 || strcmp(st, "canceled") == 0)
+			{
+				o.cls = OUTCOME_DEAD;
+				o.last_error = psprintf("Stripe did not refund a charge the payment does not keep (refund %s): return the money by hand",
+										st ? pe_outbox_scrub(st, 40) : "without a status");
+			}
 		}
 		else
 			record_payment_intent(item, &o, &o.object->root);

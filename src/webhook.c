@@ -461,8 +461,12 @@ handle_webhook_body(PG_FUNCTION_ARGS)
 		PG_RETURN_TEXT_P(cstring_to_text(ev.id));
 	}
 	args[1] = CStringGetTextDatum(ev.type);
+	ev.created = -1;
 	if (created != NULL && strspn(created, "0123456789") == strlen(created) && strlen(created) < 12)
-		args[2] = Float8GetDatum(strtod(created, NULL));
+	{
+		ev.created = strtod(created, NULL);
+		args[2] = Float8GetDatum(ev.created);
+	}
 	else
 		nulls[2] = 'n';
 	if (api_version != NULL)

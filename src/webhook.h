@@ -34,6 +34,7 @@ typedef struct WebhookEvent
 	const char *id;				/* evt_... */
 	const char *type;			/* payment_intent.succeeded, ... */
 	JsonbContainer *object;		/* data.object, or NULL */
+	double		created;		/* the event's created (Unix seconds), or -1 */
 	/* outputs */
 	pg_uuid_t	payment_id;
 	bool		has_payment;

@@ -83,12 +83,23 @@ static PePlan intent_report_plan = {
 	" WHERE i.stripe_status NOT IN ('succeeded', 'canceled')",
 	3, {UUIDOID, TEXTOID, JSONBOID}, NULL, 0
 };
+/*
+ * Stripe's amount refunded of the charge, from the newest charge.refunded
+ * (by the event's created): one sent before a newer one, or before our
+ * refund's failure was recorded (amount_reset_plan), changes nothing; two
+ * of the same second keep the larger.
+ */
 static PePlan intent_refunded_plan = {
-	"INSERT INTO payment.intents AS i (payment_id, stripe_status, source, reported_at, amount_refunded)"
-	" VALUES ($1, 'succeeded', 'webhook', pg_catalog.now(), $2)"
-	" ON CONFLICT (payment_id) DO UPDATE SET amount_refunded = GREATEST(i.amount_refunded, $2),"
+	"INSERT INTO payment.intents AS i (payment_id, stripe_status, source, reported_at, amount_refunded,"
+	" amount_refunded_at)"
+	" VALUES ($1, 'succeeded', 'webhook', pg_catalog.now(), $2, pg_catalog.to_timestamp($3))"
+	" ON CONFLICT (payment_id) DO UPDATE SET amount_refunded = CASE"
+	"   WHEN i.amount_refunded_at IS NULL OR EXCLUDED.amount_refunded_at > i.amount_refunded_at THEN $2"
+	"   WHEN EXCLUDED.amount_refunded_at = i.amount_refunded_at THEN GREATEST(i.amount_refunded, $2)"
+	"   ELSE i.amount_refunded END,"
+	" amount_refunded_at = GREATEST(i.amount_refunded_at, EXCLUDED.amount_refunded_at),"
 	" reported_at = pg_catalog.now(), updated_at = pg_catalog.now()",
-	2, {UUIDOID, INT8OID}, NULL, 0
+	3, {UUIDOID, INT8OID, FLOAT8OID}, NULL, 0
 };
 /* the PaymentIntent that charged: the current attempt's (issue 17, item 2) */
 static PePlan complete_plan = {
@@ -144,11 +155,32 @@ static PePlan refund_insert_plan = {
 	" pg_catalog.jsonb_build_object('source', 'stripe_dashboard', 'stripe_event', $8::text))",
 	8, {UUIDOID, UUIDOID, INT8OID, TEXTOID, TEXTOID, TEXTOID, UUIDOID, TEXTOID}, NULL, 0
 };
+/*
+ * Our refund failed (or was canceled) at Stripe: the charge's
+ * amount_refunded that Stripe reported before counted it and is stale now
+ * (Stripe sends no charge.refunded when a refund fails), so it is
+ * forgotten, and a charge.refunded sent before now is not taken again.
+ */
+static PePlan amount_reset_plan = {
+	"UPDATE payment.intents AS i SET amount_refunded = NULL, amount_refunded_at = pg_catalog.now()"
+	" FROM @S@.\"PaymentRefunds\" r"
+	" WHERE r.\"Id\" = $1 AND i.payment_id = r.\"OriginalPaymentId\""
+	" AND $2 IN ('failed', 'canceled')",
+	2, {UUIDOID, TEXTOID}, NULL, 0
+};
 static PePlan refund_state_plan = {
 	"INSERT INTO payment.refund_states AS s (refund_id, stripe_status, source)"
 	" VALUES ($1, $2, $3)"
 	" ON CONFLICT (refund_id) DO UPDATE SET stripe_status = EXCLUDED.stripe_status,"
-	" source = EXCLUDED.source, reported_at = pg_catalog.now()",
+	" source = EXCLUDED.source, reported_at = pg_catalog.now()"
+	/*
+	 * Stripe moves a Refund pending -> succeeded, failed or canceled, and
+	 * succeeded -> failed, never back: an older report (a late webhook, the
+	 * replayed first answer of a resent request) does not overwrite a later
+	 * one.
+	 */
+	" WHERE s.stripe_status NOT IN ('failed', 'canceled')"
+	" AND (s.stripe_status <> 'succeeded' OR EXCLUDED.stripe_status IN ('failed', 'canceled'))",
 	3, {UUIDOID, TEXTOID, TEXTOID}, NULL, 0
 };
 static PePlan user_exists_plan = {
@@ -636,7 +668,13 @@ apply_payment_intent(WebhookEvent *ev)
 							   pe_outbox_scrub(status, 40), done);
 		return;
 	}
-	intent_report(&ev->payment_id, status, pi);
+	/*
+	 * A success for a Failed payment is reported below, once it is known
+	 * that the payment keeps the charge: one it does not keep (refunded as
+	 * refund.unwanted) is not the payment's state at Stripe.
+	 */
+	if (strcmp(what, "succeeded") != 0 || row.status != PE_PAYMENT_FAILED)
+		intent_report(&ev->payment_id, status, pi);
 	args[0] = UUIDPGetDatum(&ev->payment_id);
 	args[1] = CStringGetTextDatum(seal_for(pi_id, "Payments", "EncryptedStripePaymentIntentId",
 										   &ev->payment_id));
@@ -649,6 +687,8 @@ apply_payment_intent(WebhookEvent *ev)
 
 		if (mismatch != NULL)
 		{
+			if (row.status == PE_PAYMENT_FAILED)
+				intent_report(&ev->payment_id, status, pi);
 			pe_pi_mismatch_record(&ev->payment_id, mismatch, why, "webhook");
 			ev->outcome = psprintf("conflict: %s; the payment stays %s (see payment.reconcile)",
 								   why, from);
@@ -684,6 +724,7 @@ apply_payment_intent(WebhookEvent *ev)
 						ev->applied = true;
 						return;
 					}
+					intent_report(&ev->payment_id, status, pi);
 					apply_exec(&reopen_plan, args, NULL);
 					apply_exec(&complete_plan, args, NULL);
 					ev->applied = true;
@@ -834,6 +875,7 @@ apply_refund_object(WebhookEvent *ev, JsonbContainer *re)
 		args[1] = CStringGetTextDatum(status);
 		args[2] = CStringGetTextDatum("webhook");
 		apply_exec(&refund_state_plan, args, NULL);
+		apply_exec(&amount_reset_plan, args, NULL);
 
 		args[1] = Int32GetDatum(target);
 		args[2] = CStringGetTextDatum(seal_for(re_id, "PaymentRefunds", "EncryptedStripeRefundId", &rid));
@@ -903,6 +945,7 @@ apply_refund_object(WebhookEvent *ev, JsonbContainer *re)
 		args[1] = CStringGetTextDatum(status);
 		args[2] = CStringGetTextDatum("webhook");
 		apply_exec(&refund_state_plan, args, NULL);
+		apply_exec(&amount_reset_plan, args, NULL);
 		if (target != PE_REFUND_PROCESSING)
 		{
 			args[1] = Int32GetDatum(target);
@@ -931,7 +974,6 @@ apply_charge_refunded(WebhookEvent *ev)
 	JsonbContainer *refunds = pe_jb_object(ch, "refunds");
 	JsonbContainer *list = pe_jb_array(refunds, "data");
 	PaymentRow	row;
-	Datum		args[2];
 	StringInfoData out;
 
 	ev->object_status = pe_jb_text(ch, "status");
@@ -943,11 +985,28 @@ apply_charge_refunded(WebhookEvent *ev)
 	pe_stripe_ref_add(ch_id, "charge", &ev->payment_id, NULL);
 	pe_stripe_ref_add(pi_id, "payment_intent", &ev->payment_id, NULL);
 	initStringInfo(&out);
-	if (refunded >= 0)
+
+	/*
+	 * Stripe's amount refunded is compared with the payment's refunds
+	 * (payment.reconcile): only for the charge the payment keeps.  One it
+	 * does not keep (a Failed payment's, an earlier attempt's) is refunded
+	 * whole as refund.unwanted, which is no "PaymentRefunds" row.
+	 */
+	if (refunded >= 0 &&
+		!((row.status == PE_PAYMENT_COMPLETED || row.status == PE_PAYMENT_PARTIALLY_REFUNDED ||
+		   row.status == PE_PAYMENT_REFUNDED) &&
+		  pe_intent_is_current(&ev->payment_id, pi_id, 0, NULL)))
+		appendStringInfo(&out, "ignored: Stripe reports " INT64_FORMAT ".%02d refunded of a charge the payment does not keep (it is %s)",
+						 refunded / 100, (int) (refunded % 100), pe_payment_status_name(row.status));
+	else if (refunded >= 0)
 	{
-		args[0] = UUIDPGetDatum(&ev->payment_id);
-		args[1] = Int64GetDatum(refunded);
-		apply_exec(&intent_refunded_plan, args, NULL);
+		Datum		a3[3];
+		char		n3[3] = {' ', ' ', ev->created < 0 ? 'n' : ' '};
+
+		a3[0] = UUIDPGetDatum(&ev->payment_id);
+		a3[1] = Int64GetDatum(refunded);
+		a3[2] = Float8GetDatum(ev->created);
+		apply_exec(&intent_refunded_plan, a3, n3);
 		appendStringInfo(&out, "recorded: Stripe reports " INT64_FORMAT ".%02d refunded",
 						 refunded / 100, (int) (refunded % 100));
 	}

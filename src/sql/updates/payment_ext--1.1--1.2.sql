@@ -389,3 +389,22 @@ REVOKE ALL ON FUNCTION payment.worker_state() FROM PUBLIC;
 REVOKE ALL ON payment.worker_status FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION payment.worker_state() TO payment_admin, payment_reporting;
 GRANT SELECT ON payment.worker_status TO payment_admin, payment_reporting;
+
+-- ---------------------------------------------------------------------------
+-- issue 17, the model-based test (test/t/money_model.sh): what
+-- payment.reconcile compares is Stripe's latest report, never an older one
+--
+-- payment.intents.amount_refunded came from charge.refunded events and only
+-- grew (GREATEST), so after a pending refund failed (Stripe sends no
+-- charge.refunded then), or when a charge.refunded sent before that failure
+-- arrived after it, payment.reconcile listed a payment that agreed with
+-- Stripe.  The amount now comes from the newest charge.refunded by its
+-- created (amount_refunded_at), and is forgotten when one of the payment's
+-- refunds fails or is canceled, and only for the charge the payment keeps
+-- (not one refunded as refund.unwanted).  (src/webhook_apply.c, src/outbox_outcome.c
+-- also keep payment.refund_states from going back from a final status, and
+-- leave payment.intents alone for a charge the payment does not keep.)
+-- ---------------------------------------------------------------------------
+ALTER TABLE payment.intents ADD COLUMN amount_refunded_at timestamptz NULL;
+COMMENT ON COLUMN payment.intents.amount_refunded_at IS
+	'the created time of the charge.refunded event amount_refunded comes from, or when a refund''s failure made it unknown';
