@@ -82,6 +82,7 @@
 #include "audit.h"
 #include "audit_int.h"
 #include "payment_ext.h"
+#include "pg_compat.h"
 
 /* the columns the caller provides, in AuditStoreColumn order */
 static const struct
@@ -555,7 +556,7 @@ pe_audit_store_write(Relation rel, const Datum *values, const bool *nulls)
 	InitResultRelInfo(rri, rel, 1, NULL, 0);
 	ExecOpenIndices(rri, false);
 	table_tuple_insert(rel, slot, GetCurrentCommandId(true), 0, NULL);
-	recheck = ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
+	recheck = pe_ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL, false);
 	if (recheck != NIL)
 		elog(ERROR, "unexpected deferred index check on \"PaymentAuditLog\"");
 	ExecCloseIndices(rri);

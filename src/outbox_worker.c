@@ -76,6 +76,7 @@
 #include "audit.h"
 #include "payment_ext.h"
 #include "vault.h"
+#include "pg_compat.h"
 
 /* ---------------------------------------------------------------------------
  * Constants
@@ -132,7 +133,7 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 /* Set by the outbox's statement trigger; read at commit */
 static bool outbox_wake_pending = false;
 
-void		pe_outbox_worker_main(Datum main_arg) pg_attribute_noreturn();
+pg_noreturn PGDLLEXPORT void pe_outbox_worker_main(Datum main_arg);
 
 /* ---------------------------------------------------------------------------
  * Worker-local state
