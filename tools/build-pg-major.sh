@@ -19,7 +19,7 @@ CACHE=${PE_PG_CACHE:-/work/cache}
 JOBS=${PE_PG_JOBS:-2}
 log() { printf '%s\n' "tools/build-pg.sh: $*" >&2; }
 
-read -r _ PKG VERSION SUITE < <(awk -v m="$MAJOR" '$1 == m' "$HERE/pg-versions") || {
+read -r _ PKG VERSION SUITE METHOD < <(awk -v m="$MAJOR" '$1 == m' "$HERE/pg-versions") || {
 	log "major $MAJOR is not listed in tools/pg-versions"
 	exit 1
 }
@@ -29,6 +29,10 @@ if [ "$VERSION" = system ]; then
 	[ -x "$pgc" ] || { log "postgresql-$MAJOR is not installed (tools/run installs it)"; exit 1; }
 	echo "$pgc"
 	exit 0
+fi
+
+if [ "${METHOD:-source}" = binary ]; then
+	exec bash "$HERE/pg-binaries.sh" "$MAJOR" "$PKG" "$VERSION" "$SUITE"
 fi
 
 FLAVOUR=
