@@ -24,7 +24,7 @@ set -Eeuo pipefail
 MAJOR=$1 PKG=$2 VERSION=$3 SUITE=$4
 CACHE=${PE_PG_CACHE:-/work/cache}
 R=$CACHE/pg$MAJOR-$SUITE-$VERSION
-STAMP="binary $PKG $VERSION $SUITE v1"
+STAMP="binary $PKG $VERSION $SUITE v2"
 log() { printf '%s\n' "tools/build-pg.sh: $*" >&2; }
 
 if [ -x "$R/usr/lib/postgresql/$MAJOR/bin/pg_config" ] && [ -f "$R/.pe-build" ] &&
@@ -100,6 +100,8 @@ extern size_t strlcpy(char *dst, const char *src, size_t siz);
 extern size_t strlcat(char *dst, const char *src, size_t siz);
 H
 sed -i "s|^CPPFLAGS = |CPPFLAGS = -include $R/pe-bookworm-compat.h |" "$P/lib/pgxs/src/Makefile.global"
+# no LLVM here (JIT removed above): no bitcode for the extension either
+sed -i 's|^with_llvm\t*=.*|with_llvm\t= no|; s|^with_llvm = .*|with_llvm = no|' "$P/lib/pgxs/src/Makefile.global"
 
 # pgTAP (SQL only) from the system's postgresql-15-pgtap
 if compgen -G "/usr/share/postgresql/15/extension/pgtap*" >/dev/null; then
