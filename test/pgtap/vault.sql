@@ -13,7 +13,8 @@ SELECT is(payment.decrypt(payment.encrypt('pi_tap', 'T.C:1'), 'T.C:1'), 'pi_tap'
 SELECT matches(payment.encrypt('pi_tap', 'T.C:1'), '^pe1:k1:[A-Za-z0-9+/]+={0,2}$', 'sealed text form');
 SELECT throws_ok($$SELECT payment.decrypt(payment.encrypt('pi_tap', 'T.C:1'), 'T.C:2')$$, 'PE002', 'sealed value does not open', 'wrong context: PE002');
 SELECT throws_ok($$SELECT payment.decrypt('pe1:nokey:' || split_part(payment.encrypt('pi_tap', 'c'), ':', 3), 'c')$$, 'PE003', NULL, 'unknown key id: PE003');
-SELECT throws_ok($$SELECT payment.decrypt(overlay(payment.encrypt('pi_tap', 'c') PLACING 'A' FROM 20 FOR 1), 'c')$$, 'PE002', NULL, 'changed byte: PE002');
+-- (the byte really changes: a fresh nonce puts an 'A' there one time in 64)
+SELECT throws_ok($$SELECT payment.decrypt(overlay(s PLACING CASE WHEN substr(s, 20, 1) = 'A' THEN 'B' ELSE 'A' END FROM 20 FOR 1), 'c') FROM (SELECT payment.encrypt('pi_tap', 'c') AS s) AS x$$, 'PE002', NULL, 'changed byte: PE002');
 SELECT throws_ok($$SELECT payment.decrypt(left(payment.encrypt('pi_tap', 'c'), -4), 'c')$$, 'PE002', NULL, 'truncated: PE002');
 SELECT is((SELECT count(*) FROM generate_series(1, 200) i
             WHERE payment.contains_card_number(payment.encrypt('pm_' || i, 'c'), true)), 0::bigint,
