@@ -69,7 +69,7 @@ else
 fi
 
 PREFIX=${PE_PG_PREFIX:-$CACHE/pg$MAJOR-$VERSION$FLAVOUR}
-CONFIGURE=(--prefix="$PREFIX" --libdir="$PREFIX/lib/postgresql" --enable-debug --with-openssl "${CONFIGURE_EXTRA[@]}")
+CONFIGURE=(--prefix="$PREFIX" --libdir="$PREFIX/lib/postgresql" --enable-debug --with-openssl --with-libxml "${CONFIGURE_EXTRA[@]}")
 STAMP="$PKG $VERSION ${CONFIGURE[*]} CFLAGS=$CFLAGS_BUILD"
 
 if [ -x "$PREFIX/bin/pg_config" ] && [ -f "$PREFIX/.pe-build" ] &&
@@ -116,7 +116,7 @@ LIST
 			VERSION=$fallback
 			SRC="$CACHE/src/$PKG-$VERSION"
 			PREFIX=${PE_PG_PREFIX:-$CACHE/pg$MAJOR-$VERSION$FLAVOUR}
-			CONFIGURE=(--prefix="$PREFIX" --libdir="$PREFIX/lib/postgresql" --enable-debug --with-openssl "${CONFIGURE_EXTRA[@]}")
+			CONFIGURE=(--prefix="$PREFIX" --libdir="$PREFIX/lib/postgresql" --enable-debug --with-openssl --with-libxml "${CONFIGURE_EXTRA[@]}")
 			STAMP="$PKG $VERSION ${CONFIGURE[*]} CFLAGS=$CFLAGS_BUILD"
 		fi
 	fi

@@ -30,7 +30,8 @@
 #
 # builds the Debian source package pinned for that major in tools/pg-versions
 # (fetched from the suite that carries it: sid, trixie, ...) as a plain
-# production-like build (-O2, --enable-debug, no assertions; PE_PG_CASSERT=1
+# production-like build (-O2, --enable-debug, --with-openssl --with-libxml
+# (query_to_xml: vault_rotate_all.sh), no assertions; PE_PG_CASSERT=1
 # adds --enable-cassert) of the server, the client programs, pg_upgrade,
 # pg_regress and contrib/pgcrypto into $PE_PG_CACHE/pgMAJOR-VERSION, plus
 # the system's pgTAP SQL files.  Only the Debian source package is used,

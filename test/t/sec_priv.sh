@@ -240,7 +240,7 @@ is "$OUT|$(q app1 "SELECT \"Status\" || ' ' || \"RefundAmountValue\" || ' ' || \
 OUT=$(qa app1 "UPDATE \"Payments\" SET \"RefundAmountValue\" = 1 WHERE \"Id\" OPERATOR(pg_catalog.=) '$P1'" admin_login)
 ok $(has "$OUT" '^ERROR:  42501: permission denied for table Payments'; echo $?) \
 	"  still without UPDATE on \"Payments\" itself (42501)"
-is "$(q app1 "SELECT payment.verify_audit('$P1')")|$(q app1 "SELECT \"SessionUser\" FROM \"PaymentAuditLog\" WHERE \"PaymentId\" = '$P1' ORDER BY \"Id\" DESC LIMIT 1")" \
+is "$(q app1 "SELECT payment.verify_audit('$P1')")|$(q app1 "SELECT \"SessionUser\" FROM \"PaymentAuditLog\" WHERE \"PaymentId\" = '$P1' ORDER BY \"ChainSeq\" DESC LIMIT 1")" \
 	"t|admin_login" "  audited: the chain verifies, the last entry names admin_login"
 P2=$(qa app1 "SELECT payment.create('$R2', '$U1', 40.00)" app_login)
 qa app1 "SELECT payment.resolve('$P2', 2, 'the card was declined at the desk')" admin_login >/dev/null
@@ -249,7 +249,7 @@ is "$(qa app1 "SELECT payment.retry('$P2')" admin_login)|$(q app1 "SELECT \"Stat
 M1=$(qa app1 "SELECT payment.save_method('$U1', 'pm_card_visa', '4242', 'Visa', 12, 2040)" app_login)
 ok $(has "$M1" '^[0-9a-f-]{36}$'; echo $?) "payment.save_method (foreign key to \"Users\")"
 is "$(qa app1 "SELECT coalesce(payment.client_secret('$P2'), 'none')" app_login)" "none" "payment.client_secret"
-is "$(qa app1 "UPDATE \"Payments\" SET \"Metadata\" = '{\"note\": \"x\"}' WHERE \"Id\" OPERATOR(pg_catalog.=) '$P2'" admin_login)|$(q app1 "SELECT \"UserId\" FROM \"PaymentAuditLog\" WHERE \"PaymentId\" = '$P2' ORDER BY \"Id\" DESC LIMIT 1")" \
+is "$(qa app1 "UPDATE \"Payments\" SET \"Metadata\" = '{\"note\": \"x\"}' WHERE \"Id\" OPERATOR(pg_catalog.=) '$P2'" admin_login)|$(q app1 "SELECT \"UserId\" FROM \"PaymentAuditLog\" WHERE \"PaymentId\" = '$P2' ORDER BY \"ChainSeq\" DESC LIMIT 1")" \
 	"|$U1" "a direct UPDATE by payment_admin: the audit writer finds the user in \"Users\""
 q app1 "CREATE ROLE reporter LOGIN IN ROLE payment_reporting" >/dev/null
 OUT="$(qa app1 "SELECT payment.rotate_keys()" admin_login) $(qa app1 "SELECT payment.reconcile_all()" admin_login)
