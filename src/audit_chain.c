@@ -514,6 +514,16 @@ chain_head_fetch(Relation heads, const pg_uuid_t *chain, int64 *seq,
  *		or insert the first one.  A head updated by another transaction
  *		since it was read means a concurrent append: serialization failure,
  *		never a fork.
+ *
+ *		heap_update is called directly, not simple_table_tuple_update (what
+ *		ExecSimpleRelationUpdate uses): that one turns a concurrent update
+ *		into a plain "tuple concurrently updated" error, where this must
+ *		raise 40001 with its hint, and its signature changed in 16 just the
+ *		same.  The version differences (16: heap_update says which index
+ *		entries the new version needs, TU_UpdateIndexes, instead of
+ *		HeapTupleIsHeapOnly) are in pe_heap_update, pg_compat.h; index
+ *		entries go through ExecInsertIndexTuples.  Covered on every
+ *		supported version by the audit tests (README "Supported versions").
  */
 static void
 chain_head_store(Relation heads, const pg_uuid_t *chain, bool found,
