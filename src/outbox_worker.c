@@ -296,6 +296,15 @@ pe_outbox_init(void)
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = outbox_shmem_startup;
 
+	/*
+	 * Under pg_upgrade (postmaster -b, both the old and the new cluster) no
+	 * worker: it would send requests from a cluster being copied, and its
+	 * connection to its database makes pg_upgrade's DROP DATABASE of
+	 * "postgres" fail ("being accessed by other users").
+	 */
+	if (IsBinaryUpgrade)
+		return;
+
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
 	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
