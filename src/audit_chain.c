@@ -94,6 +94,7 @@
 #include "audit.h"
 #include "audit_int.h"
 #include "payment_ext.h"
+#include "pg_compat.h"
 
 /* ---------------------------------------------------------------------------
  * Constants
@@ -453,7 +454,7 @@ chain_heads_open(void)
 		TupleDescAttr(td, HEADS_ATT_SEQ - 1)->atttypid != INT8OID ||
 		TupleDescAttr(td, HEADS_ATT_HASH - 1)->atttypid != BYTEAOID ||
 		TupleDescAttr(td, HEADS_ATT_UPDATED - 1)->atttypid != TIMESTAMPTZOID ||
-		!OidIsValid(RelationGetPrimaryKeyIndex(heads)))
+		!OidIsValid(pe_RelationGetPrimaryKeyIndex(heads)))
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_TABLE_DEFINITION),
 				 errmsg("table payment.audit_chain_heads is not as payment_ext created it")));
@@ -480,7 +481,7 @@ chain_head_fetch(Relation heads, const pg_uuid_t *chain, int64 *seq,
 	snapshot = RegisterSnapshot(GetLatestSnapshot());
 	ScanKeyInit(&key, HEADS_ATT_CHAIN, BTEqualStrategyNumber, F_UUID_EQ,
 				UUIDPGetDatum(chain));
-	scan = systable_beginscan(heads, RelationGetPrimaryKeyIndex(heads), true,
+	scan = systable_beginscan(heads, pe_RelationGetPrimaryKeyIndex(heads), true,
 							  snapshot, 1, &key);
 	tuple = systable_getnext(scan);
 	if (HeapTupleIsValid(tuple))
@@ -513,6 +514,16 @@ chain_head_fetch(Relation heads, const pg_uuid_t *chain, int64 *seq,
  *		or insert the first one.  A head updated by another transaction
  *		since it was read means a concurrent append: serialization failure,
  *		never a fork.
+ *
+ *		heap_update is called directly, not simple_table_tuple_update (what
+ *		ExecSimpleRelationUpdate uses): that one turns a concurrent update
+ *		into a plain "tuple concurrently updated" error, where this must
+ *		raise 40001 with its hint, and its signature changed in 16 just the
+ *		same.  The version differences (16: heap_update says which index
+ *		entries the new version needs, TU_UpdateIndexes, instead of
+ *		HeapTupleIsHeapOnly) are in pe_heap_update, pg_compat.h; index
+ *		entries go through ExecInsertIndexTuples.  Covered on every
+ *		supported version by the audit tests (README "Supported versions").
  */
 static void
 chain_head_store(Relation heads, const pg_uuid_t *chain, bool found,
@@ -523,6 +534,7 @@ chain_head_store(Relation heads, const pg_uuid_t *chain, bool found,
 	HeapTuple	tuple;
 	CommandId	cid = GetCurrentCommandId(true);
 	bool		index_entries;
+	bool		only_summarizing = false;
 
 	values[HEADS_ATT_CHAIN - 1] = UUIDPGetDatum(chain);
 	values[HEADS_ATT_SEQ - 1] = Int64GetDatum(seq);
@@ -536,8 +548,8 @@ chain_head_store(Relation heads, const pg_uuid_t *chain, bool found,
 		LockTupleMode lockmode;
 		TM_Result	result;
 
-		result = heap_update(heads, tid, tuple, cid, InvalidSnapshot, true,
-							 &tmfd, &lockmode);
+		result = pe_heap_update(heads, tid, tuple, cid, &tmfd, &lockmode,
+								&index_entries, &only_summarizing);
 		switch (result)
 		{
 			case TM_Ok:
@@ -555,7 +567,6 @@ chain_head_store(Relation heads, const pg_uuid_t *chain, bool found,
 				elog(ERROR, "unexpected heap_update status %u for an audit chain head",
 					 (unsigned int) result);
 		}
-		index_entries = !HeapTupleIsHeapOnly(tuple);
 	}
 	else
 	{
@@ -573,7 +584,8 @@ chain_head_store(Relation heads, const pg_uuid_t *chain, bool found,
 		ExecOpenIndices(rri, false);
 		slot = ExecInitExtraTupleSlot(estate, RelationGetDescr(heads), &TTSOpsHeapTuple);
 		ExecStoreHeapTuple(tuple, slot, false);
-		(void) ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
+		(void) pe_ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL,
+										 only_summarizing);
 		ExecCloseIndices(rri);
 		ExecResetTupleTable(estate->es_tupleTable, false);
 		FreeExecutorState(estate);

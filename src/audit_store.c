@@ -40,6 +40,16 @@
  * trigger or a foreign key to the log and every audit row takes the SPI
  * path again, with its triggers.
  *
+ * Across PostgreSQL major versions (15-18): the row goes in through the
+ * table access method (table_tuple_insert) and its index entries through
+ * the executor's ExecInsertIndexTuples on a ResultRelInfo, the calls
+ * logical replication's apply worker makes inside ExecSimpleRelationInsert
+ * (which itself is not used: it would run the chain BEFORE trigger and
+ * queue the RI AFTER triggers, the per-row costs this path exists to
+ * avoid).  The one signature change among them (16: onlySummarizing) is
+ * in pg_compat.h; the suite runs on each version (README "Supported
+ * versions").
+ *
  * Invariants:
  *	- The shape (expression states, a standalone ExprContext) lives in its
  *	  own memory context under CacheMemoryContext; a relcache invalidation
@@ -82,6 +92,7 @@
 #include "audit.h"
 #include "audit_int.h"
 #include "payment_ext.h"
+#include "pg_compat.h"
 
 /* the columns the caller provides, in AuditStoreColumn order */
 static const struct
@@ -555,7 +566,7 @@ pe_audit_store_write(Relation rel, const Datum *values, const bool *nulls)
 	InitResultRelInfo(rri, rel, 1, NULL, 0);
 	ExecOpenIndices(rri, false);
 	table_tuple_insert(rel, slot, GetCurrentCommandId(true), 0, NULL);
-	recheck = ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL);
+	recheck = pe_ExecInsertIndexTuples(rri, slot, estate, false, false, NULL, NIL, false);
 	if (recheck != NIL)
 		elog(ERROR, "unexpected deferred index check on \"PaymentAuditLog\"");
 	ExecCloseIndices(rri);

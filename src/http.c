@@ -33,6 +33,7 @@
 #include "utils/timestamp.h"
 
 #include "http.h"
+#include "pg_compat.h"
 
 /* Events taken from the epoll set per call */
 #define HTTP_EPOLL_BATCH		64
@@ -288,7 +289,7 @@ pe_http_create(void)
 	curl_multi_setopt(http->multi, CURLMOPT_TIMERFUNCTION, http_timer_cb);
 	curl_multi_setopt(http->multi, CURLMOPT_TIMERDATA, http);
 
-	http->wait_set = CreateWaitEventSet(TopMemoryContext, 3);
+	http->wait_set = pe_CreateWaitEventSet_top(3);
 	AddWaitEventToSet(http->wait_set, WL_LATCH_SET, PGINVALID_SOCKET, MyLatch, NULL);
 	AddWaitEventToSet(http->wait_set, WL_EXIT_ON_PM_DEATH, PGINVALID_SOCKET, NULL, NULL);
 	AddWaitEventToSet(http->wait_set, WL_SOCKET_READABLE, http->epfd, NULL, NULL);

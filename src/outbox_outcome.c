@@ -61,6 +61,7 @@
 #include "payment_ext.h"
 #include "vault.h"
 #include "webhook.h"
+#include "pg_compat.h"
 
 /* Longest "FailureCode" ("PaymentFailures"."FailureCode" is varchar(50)) */
 #define OUTCOME_CODE_MAX		50
@@ -484,7 +485,7 @@ outcome_parse(PeHttpRequest *req)
 		memchr(req->response, '\0', req->response_len) != NULL ||
 		!pg_verifymbstr(req->response, req->response_len, true))
 		return NULL;
-	lex = makeJsonLexContextCstringLen(req->response, req->response_len,
+	lex = pe_makeJsonLexContextCstringLen(req->response, req->response_len,
 									   GetDatabaseEncoding(), true);
 	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
 		return NULL;

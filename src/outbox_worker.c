@@ -76,6 +76,7 @@
 #include "audit.h"
 #include "payment_ext.h"
 #include "vault.h"
+#include "pg_compat.h"
 
 /* ---------------------------------------------------------------------------
  * Constants
@@ -132,7 +133,7 @@ static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 /* Set by the outbox's statement trigger; read at commit */
 static bool outbox_wake_pending = false;
 
-void		pe_outbox_worker_main(Datum main_arg) pg_attribute_noreturn();
+pg_noreturn PGDLLEXPORT void pe_outbox_worker_main(Datum main_arg);
 
 /* ---------------------------------------------------------------------------
  * Worker-local state
@@ -295,6 +296,15 @@ pe_outbox_init(void)
 	shmem_request_hook = outbox_shmem_request;
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = outbox_shmem_startup;
+
+	/*
+	 * Under pg_upgrade (postmaster -b, both the old and the new cluster) no
+	 * worker: it would send requests from a cluster being copied, and its
+	 * connection to its database makes pg_upgrade's DROP DATABASE of
+	 * "postgres" fail ("being accessed by other users").
+	 */
+	if (IsBinaryUpgrade)
+		return;
 
 	memset(&worker, 0, sizeof(worker));
 	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;

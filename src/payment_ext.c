@@ -40,6 +40,7 @@
 
 #include "payment_ext.h"
 #include "vault.h"
+#include "pg_compat.h"
 
 PG_MODULE_MAGIC;
 
@@ -140,7 +141,7 @@ pe_tables_schema(void)
 {
 	char	   *nspname;
 
-	if (tables_schema != NULL && tables_schema_lxid == MyProc->lxid)
+	if (tables_schema != NULL && tables_schema_lxid == PE_MY_LXID)
 		return tables_schema;
 
 	nspname = pe_extension_schema();
@@ -151,7 +152,7 @@ pe_tables_schema(void)
 		tables_schema = MemoryContextStrdup(TopMemoryContext, quote_identifier(nspname));
 		schema_generation++;
 	}
-	tables_schema_lxid = MyProc->lxid;
+	tables_schema_lxid = PE_MY_LXID;
 	return tables_schema;
 }
 

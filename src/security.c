@@ -49,6 +49,7 @@
 #include "utils/uuid.h"
 
 #include "payment_ext.h"
+#include "pg_compat.h"
 
 /*
  * pe_parse_uuid
@@ -132,7 +133,7 @@ app_extension_owner(void)
 	ScanKeyData key;
 	HeapTuple	tuple;
 
-	if (ext_owner_lxid == MyProc->lxid && OidIsValid(ext_owner))
+	if (ext_owner_lxid == PE_MY_LXID && OidIsValid(ext_owner))
 		return ext_owner;
 	ext_owner = InvalidOid;
 	rel = table_open(ExtensionRelationId, AccessShareLock);
@@ -144,7 +145,7 @@ app_extension_owner(void)
 		ext_owner = ((Form_pg_extension) GETSTRUCT(tuple))->extowner;
 	systable_endscan(scan);
 	table_close(rel, AccessShareLock);
-	ext_owner_lxid = MyProc->lxid;
+	ext_owner_lxid = PE_MY_LXID;
 	return ext_owner;
 }
 

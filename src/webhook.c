@@ -51,6 +51,7 @@
 #include "payment_ext.h"
 #include "vault.h"
 #include "webhook.h"
+#include "pg_compat.h"
 
 /* Most secrets in the file (a rotation needs two) */
 #define WEBHOOK_MAX_SECRETS		8
@@ -429,7 +430,7 @@ handle_webhook_body(PG_FUNCTION_ARGS)
 	webhook_verify(payload, plen, header);
 
 	/* 2. a JSON object with an id and a type */
-	lex = makeJsonLexContextCstringLen(payload, plen, GetDatabaseEncoding(), true);
+	lex = pe_makeJsonLexContextCstringLen(payload, plen, GetDatabaseEncoding(), true);
 	if (pg_parse_json(lex, &nullSemAction) != JSON_SUCCESS)
 		webhook_bad_payload("payload is not JSON");
 	event = DatumGetJsonbP(DirectFunctionCall1(jsonb_in,

@@ -792,7 +792,7 @@ apply_payment_intent(WebhookEvent *ev)
 
 /* The user that Dashboard refunds are processed by. */
 static Datum
-system_user(void)
+webhook_system_user(void)
 {
 	pg_uuid_t  *u = palloc(sizeof(pg_uuid_t));
 	const char *id = (pe_system_user_id && pe_system_user_id[0]) ? pe_system_user_id : PE_SYSTEM_USER_ID;
@@ -933,7 +933,7 @@ apply_refund_object(WebhookEvent *ev, JsonbContainer *re)
 									  psprintf("Refund made in the Stripe Dashboard (%s)", reason) :
 									  "Refund made in the Stripe Dashboard");
 		args[5] = CStringGetTextDatum(seal_for(re_id, "PaymentRefunds", "EncryptedStripeRefundId", &rid));
-		args[6] = system_user();
+		args[6] = webhook_system_user();
 		args[7] = CStringGetTextDatum(ev->id);
 		apply_exec(&refund_insert_plan, args, NULL);
 		ev->refund_id = rid;

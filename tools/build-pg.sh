@@ -23,7 +23,28 @@
 #                  installed one, dpkg-query -W postgresql-15)
 #   PE_PG_JOBS     make -j (default 2)
 #
+# Other major versions (the test matrix, README "Supported versions"):
+#
+#   bash tools/build-pg.sh 18              # prints the pg_config of the build
+#   bash tools/run test --pg 18            # builds it on first use
+#
+# builds the Debian source package pinned for that major in tools/pg-versions
+# (fetched from the suite that carries it: sid, trixie, ...) as a plain
+# production-like build (-O2, --enable-debug, --with-openssl --with-libxml
+# (query_to_xml: vault_rotate_all.sh), no assertions; PE_PG_CASSERT=1
+# adds --enable-cassert) of the server, the client programs, pg_upgrade,
+# pg_regress and contrib/pgcrypto into $PE_PG_CACHE/pgMAJOR-VERSION, plus
+# the system's pgTAP SQL files.  Only the Debian source package is used,
+# never its binaries (trixie's and sid's need a newer glibc than Debian 12).
+# The compile runs under nice -n 10 (the machine is shared).  A major
+# without a Debian source package (16) builds from PE_PG16_SRC, a
+# PostgreSQL source tree of that major, when given.
+#
 set -Eeuo pipefail
+
+if [ $# -gt 0 ]; then
+	exec bash "$(dirname "${BASH_SOURCE[0]}")/build-pg-major.sh" "$@"
+fi
 
 CACHE=${PE_PG_CACHE:-/work/cache}
 PREFIX=${PE_PG_PREFIX:-$CACHE/pg15-cassert}
