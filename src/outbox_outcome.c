@@ -656,36 +656,6 @@ pe_outbox_mark(int64 id, const char *state, double delay_ms, int http_status,
 			 SPI_result_code_string(rc));
 }
 
-/*
- * pe_outbox_unsent
- *		Outbox row id's last attempt provably never reached Stripe, and it was
- *		the first that might have: the key's window has not started.
- */
-void
-pe_outbox_unsent(int64 id)
-{
-	Datum		arg = Int64GetDatum(id);
-	int			rc;
-
-	rc = SPI_execute_plan(pe_plan(&outbox_unsent_plan), &arg, NULL, false, 0);
-	if (rc != SPI_OK_UPDATE)
-		elog(ERROR, "updating outbox row " INT64_FORMAT " failed: %s", id,
-			 SPI_result_code_string(rc));
-}
-
-/* Count an answer to outbox row id that could not be used (max_attempts). */
-void
-pe_outbox_unusable(int64 id)
-{
-	Datum		arg = Int64GetDatum(id);
-	int			rc;
-
-	rc = SPI_execute_plan(pe_plan(&outbox_unusable_plan), &arg, NULL, false, 0);
-	if (rc != SPI_OK_UPDATE)
-		elog(ERROR, "updating outbox row " INT64_FORMAT " failed: %s", id,
-			 SPI_result_code_string(rc));
-}
-
 /* Run plan p with args; the number of rows it changed. */
 static uint64
 outcome_exec(PePlan *p, Datum *args, const char *nulls)
@@ -695,6 +665,28 @@ outcome_exec(PePlan *p, Datum *args, const char *nulls)
 	if (rc != SPI_OK_UPDATE && rc != SPI_OK_INSERT)
 		elog(ERROR, "recording an outbox outcome failed: %s", SPI_result_code_string(rc));
 	return SPI_processed;
+}
+
+/*
+ * pe_outbox_unsent
+ *		Outbox row id's last attempt provably never reached Stripe, and it was
+ *		the first that might have: the key's window has not started.
+ */
+void
+pe_outbox_unsent(int64 id)
+{
+	Datum		arg = Int64GetDatum(id);
+
+	outcome_exec(&outbox_unsent_plan, &arg, NULL);
+}
+
+/* Count an answer to outbox row id that could not be used (max_attempts). */
+void
+pe_outbox_unusable(int64 id)
+{
+	Datum		arg = Int64GetDatum(id);
+
+	outcome_exec(&outbox_unusable_plan, &arg, NULL);
 }
 
 /* The sealed form of a Stripe id for column table.column of row id. */
