@@ -125,6 +125,18 @@ fi
 log "source: $tree"
 
 # --- build (out of tree), only what the tests need ----------------------------
+# the tools a source build needs, from the system's own suite (bookworm)
+BUILD_DEPS=(bison flex gcc make libssl-dev libxml2-dev libreadline-dev zlib1g-dev libicu-dev pkg-config)
+missing=()
+for p in "${BUILD_DEPS[@]}"; do
+	dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+	log "installing ${missing[*]}"
+	sudo=()
+	[ "$(id -u)" -eq 0 ] || sudo=(sudo)
+	"${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+fi
 BUILD="$CACHE/build/pg$MAJOR-$VERSION$FLAVOUR"
 rm -rf "$BUILD" "$PREFIX"
 mkdir -p "$BUILD"
