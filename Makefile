@@ -12,33 +12,49 @@ EXTENSION  = payment_ext
 EXTVERSION = $(shell sed -n "s/^default_version[[:space:]]*=[[:space:]]*'\([^']*\)'.*/\1/p" $(EXTENSION).control)
 
 MODULE_big = payment_ext
+# The C code, by layer (src/LAYERS; tools/callgraph.py checks it): base,
+# then the rules, then the flows that use them, then the module.
 OBJS = \
-	src/payment_ext.o \
-	src/state.o \
-	src/methods.o \
-	src/pricing.o \
-	src/refund.o \
-	src/payments.o \
-	src/security.o \
-	src/audit.o \
-	src/audit_context.o \
-	src/audit_describe.o \
-	src/audit_chain.o \
-	src/audit_store.o \
-	src/vault.o \
-	src/keyring.o \
-	src/cardguard.o \
-	src/sealed.o \
-	src/save_method.o \
-	src/http.o \
-	src/outbox_worker.o \
-	src/outbox_outcome.o \
-	src/outbox_settle.o \
-	src/outbox_request.o \
-	src/operations.o \
-	src/webhook.o \
-	src/webhook_apply.o \
-	src/resolve.o
+	src/base/guc.o \
+	src/base/spi.o \
+	src/base/trigger.o \
+	src/base/text.o \
+	src/base/scrub.o \
+	src/base/call.o \
+	src/base/xact.o \
+	src/base/status.o \
+	src/base/security.o \
+	src/guard/cardguard.o \
+	src/audit/audit.o \
+	src/audit/context.o \
+	src/audit/describe.o \
+	src/audit/chain.o \
+	src/audit/store.o \
+	src/rules/pricing.o \
+	src/rules/state.o \
+	src/rules/refund.o \
+	src/rules/methods.o \
+	src/vault/keyring.o \
+	src/vault/vault.o \
+	src/vault/sealed.o \
+	src/stripe/queue.o \
+	src/stripe/refs.o \
+	src/stripe/ledger.o \
+	src/api/idempotency.o \
+	src/api/payments.o \
+	src/api/refunds.o \
+	src/api/resolve.o \
+	src/api/save_method.o \
+	src/api/client_secret.o \
+	src/api/operations.o \
+	src/outbox/http.o \
+	src/outbox/request.o \
+	src/outbox/worker.o \
+	src/outbox/record.o \
+	src/outbox/settle.o \
+	src/webhook/webhook.o \
+	src/webhook/apply.o \
+	src/payment_ext.o
 
 # Install script parts, in this order.
 SQL_PARTS = \
@@ -69,7 +85,7 @@ DATA = $(UPDATES)
 REGRESS = install schema sample_queries pricing payments refunds audit vault cardguard memory views
 REGRESS_OPTS = --inputdir=.
 
-PG_CPPFLAGS = -Wall -Wextra -Werror -Wno-unused-parameter -DPE_VERSION='"$(EXTVERSION)"'
+PG_CPPFLAGS = -I$(srcdir)/src -Wall -Wextra -Werror -Wno-unused-parameter -DPE_VERSION='"$(EXTVERSION)"'
 SHLIB_LINK = -lssl -lcrypto -lcurl
 
 EXTRA_CLEAN = $(DATA_built) regression.diffs regression.out results tmp_check
@@ -88,7 +104,7 @@ $(EXTENSION)--$(EXTVERSION).sql: $(SQL_PARTS) $(UPDATES) $(EXTENSION).control Ma
 	  cat $(wordlist 2,$(words $(SQL_PARTS)),$(SQL_PARTS)) $(UPDATES); } > $@
 
 # payment.version() is compiled in from the control file
-src/operations.o: $(EXTENSION).control
+src/api/operations.o: $(EXTENSION).control
 
 # test/run-tests asks for the pg_regress schedule
 print-regress:

@@ -315,7 +315,7 @@ SELECT payment.verify_audit('40000000-0000-0000-0000-000000000003') AS payment_3
 
 -- ---------------------------------------------------------------------------
 -- the audit trigger writes its rows without an INSERT statement
--- (src/audit_store.c): what the log's definition asks for still holds, and
+-- (src/audit/store.c): what the log's definition asks for still holds, and
 -- a trigger on the log, which that write could not fire, sends the rows
 -- back through an ordinary INSERT
 -- ---------------------------------------------------------------------------

@@ -4,9 +4,16 @@
  *		Module entry point of payment_ext: PG_MODULE_MAGIC, _PG_init and the
  *		payment_ext.* configuration parameters.
  *
+ * The module is the top of the layers (src/LAYERS): it defines every
+ * parameter over the variables of base/guc.c, with the hooks of the
+ * subsystems that own them, and calls the init function of each subsystem
+ * that registers callbacks at load time (base: transaction end; outbox:
+ * shared memory, the worker, the wake-up at commit).
+ *
  * Invariants:
- *	- _PG_init never raises an ERROR: it only defines parameters, so loading
- *	  the library with or without shared_preload_libraries is always safe.
+ *	- _PG_init never raises an ERROR: it only defines parameters and
+ *	  registers callbacks, so loading the library with or without
+ *	  shared_preload_libraries is always safe.
  *	- Parameters that name secrets hold file paths only, never the secrets.
  *
  * IDENTIFICATION
@@ -16,473 +23,26 @@
  */
 #include "postgres.h"
 
-#include "access/genam.h"
-#include "access/htup_details.h"
-#include "access/table.h"
-#include "access/xact.h"
-#include "catalog/indexing.h"
-#include "catalog/pg_extension.h"
-#include "catalog/namespace.h"
-#include "catalog/pg_type.h"
-#include "commands/extension.h"
-#include "executor/spi.h"
-#include "fmgr.h"
-#include "mb/pg_wchar.h"
-#include "miscadmin.h"
-#include "commands/trigger.h"
-#include "storage/proc.h"
-#include "utils/builtins.h"
-#include "utils/fmgroids.h"
-#include "utils/guc.h"
-#include "utils/lsyscache.h"
-#include "utils/memutils.h"
-#include "utils/rel.h"
+#include <limits.h>
 
-#include "payment_ext.h"
-#include "vault.h"
-#include "pg_compat.h"
+#include "fmgr.h"
+#include "utils/guc.h"
+
+#include "base/guc.h"
+#include "base/xact.h"
+#include "outbox/outbox.h"
+#include "vault/vault.h"
+#include "webhook/webhook.h"
 
 PG_MODULE_MAGIC;
 
-/* ---------------------------------------------------------------------------
- * Configuration parameters
- * ---------------------------------------------------------------------------
- */
-char	   *pe_stripe_api_base = NULL;
-char	   *pe_database = NULL;
-char	   *pe_keyring_file = NULL;
-char	   *pe_keyring_passphrase_command = NULL;
-char	   *pe_stripe_api_key_file = NULL;
-char	   *pe_webhook_secret_file = NULL;
-
-int			pe_max_in_flight = 64;
-int			pe_max_attempts = 8;
-int			pe_max_requests_per_second = 0;
-int			pe_request_timeout_ms = 30000;
-int			pe_connect_timeout_ms = 5000;
-int			pe_retry_base_ms = 500;
-int			pe_retry_max_ms = 60000;
-char	   *pe_worker_role = NULL;
-
-bool		pe_suppress_row_audit = false;
-bool		pe_restoring = false;
-bool		pe_allow_drop = false;
-bool		pe_adopt_existing_roles = false;
-
-int			pe_webhook_tolerance = 300;
-int			pe_pending_ttl = 3600;
-int			pe_idempotency_window = 82800;
-int			pe_search_lag = 3600;
-char	   *pe_system_user_id = NULL;
-
 void		_PG_init(void);
-
-/* ---------------------------------------------------------------------------
- * The schema of the spec's tables, and SPI plans kept per backend
- * ---------------------------------------------------------------------------
- */
-static char *tables_schema = NULL;		/* quoted, in TopMemoryContext */
-static LocalTransactionId tables_schema_lxid = InvalidLocalTransactionId;
-static uint64 schema_generation = 0;
-
-/*
- * pe_extension_namespace
- *		OID of the schema payment_ext's tables live in (CREATE EXTENSION's
- *		target); raises if the extension is not installed.  PostgreSQL 15
- *		does not export get_extension_schema, and has no syscache on
- *		pg_extension: this scans its name index, so callers on a hot path
- *		use pe_tables_schema (once per transaction) instead.
- */
-Oid
-pe_extension_namespace(void)
-{
-	Relation	rel;
-	SysScanDesc scan;
-	ScanKeyData key;
-	HeapTuple	tuple;
-	Oid			nspid = InvalidOid;
-
-	rel = table_open(ExtensionRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_extension_extname, BTEqualStrategyNumber,
-				F_NAMEEQ, CStringGetDatum("payment_ext"));
-	scan = systable_beginscan(rel, ExtensionNameIndexId, true, NULL, 1, &key);
-	tuple = systable_getnext(scan);
-	if (HeapTupleIsValid(tuple))
-		nspid = ((Form_pg_extension) GETSTRUCT(tuple))->extnamespace;
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
-	if (!OidIsValid(nspid))
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("extension \"payment_ext\" is not installed in this database"),
-				 errhint("Run CREATE EXTENSION payment_ext.")));
-	return nspid;
-}
-
-/* Name of pe_extension_namespace(), palloc'd. */
-char *
-pe_extension_schema(void)
-{
-	char	   *nspname = get_namespace_name(pe_extension_namespace());
-
-	if (nspname == NULL)
-		elog(ERROR, "schema of extension payment_ext not found");
-	return nspname;
-}
-
-/*
- * pe_tables_schema
- *		The quoted name of the schema CREATE EXTENSION payment_ext targeted,
- *		where the spec's tables live.  Looked up at most once per
- *		transaction; raises if the extension is not installed.
- */
-const char *
-pe_tables_schema(void)
-{
-	char	   *nspname;
-
-	if (tables_schema != NULL && tables_schema_lxid == PE_MY_LXID)
-		return tables_schema;
-
-	nspname = pe_extension_schema();
-	if (tables_schema == NULL || strcmp(tables_schema, quote_identifier(nspname)) != 0)
-	{
-		if (tables_schema != NULL)
-			pfree(tables_schema);
-		tables_schema = MemoryContextStrdup(TopMemoryContext, quote_identifier(nspname));
-		schema_generation++;
-	}
-	tables_schema_lxid = PE_MY_LXID;
-	return tables_schema;
-}
-
-/*
- * pe_prepare_kept
- *		SPI_prepare and SPI_keepplan sql (caller is connected to SPI); the
- *		plan lives until SPI_freeplan.
- */
-SPIPlanPtr
-pe_prepare_kept(const char *sql, int nargs, Oid *argtypes)
-{
-	SPIPlanPtr	plan = SPI_prepare(sql, nargs, argtypes);
-
-	if (plan == NULL)
-		elog(ERROR, "SPI_prepare failed for \"%s\": %s",
-			 sql, SPI_result_code_string(SPI_result));
-	if (SPI_keepplan(plan) != 0)
-		elog(ERROR, "SPI_keepplan failed");
-	return plan;
-}
-
-/*
- * pe_plan
- *		The kept SPI plan of p, prepared on first use (caller is connected to
- *		SPI).  "@S@" in the SQL text stands for the tables' schema.
- */
-SPIPlanPtr
-pe_plan(PePlan *p)
-{
-	const char *schema = pe_tables_schema();
-	StringInfoData sql;
-	const char *c;
-	SPIPlanPtr	plan;
-
-	if (p->plan != NULL && p->generation == schema_generation)
-		return p->plan;
-	if (p->plan != NULL)
-	{
-		SPI_freeplan(p->plan);
-		p->plan = NULL;
-	}
-
-	initStringInfo(&sql);
-	for (c = p->sql; *c; c++)
-	{
-		if (c[0] == '@' && c[1] == 'S' && c[2] == '@')
-		{
-			appendStringInfoString(&sql, schema);
-			c += 2;
-		}
-		else
-			appendStringInfoChar(&sql, *c);
-	}
-	plan = pe_prepare_kept(sql.data, p->nargs, p->argtypes);
-	pfree(sql.data);
-	p->plan = plan;
-	p->generation = schema_generation;
-	return plan;
-}
-
-/*
- * pe_hex_decode
- *		Decode exactly 2 * nbytes hex digits at s into out.  False, with
- *		nothing said, on any other character: used on keys and MACs, which
- *		an error message must never echo (PostgreSQL 15's hex_decode does).
- */
-bool
-pe_hex_decode(const char *s, size_t nbytes, unsigned char *out)
-{
-	size_t		i;
-
-	for (i = 0; i < 2 * nbytes; i++)
-	{
-		char		c = s[i];
-		int			v;
-
-		if (c >= '0' && c <= '9')
-			v = c - '0';
-		else if (c >= 'a' && c <= 'f')
-			v = c - 'a' + 10;
-		else if (c >= 'A' && c <= 'F')
-			v = c - 'A' + 10;
-		else
-			return false;
-		if (i % 2 == 0)
-			out[i / 2] = (unsigned char) (v << 4);
-		else
-			out[i / 2] |= (unsigned char) v;
-	}
-	return true;
-}
-
-/* Column col (1-based) of row of the last SPI result. */
-Datum
-pe_spi_getdatum(int row, int col, bool *isnull)
-{
-	return SPI_getbinval(SPI_tuptable->vals[row], SPI_tuptable->tupdesc, col, isnull);
-}
-
-/* ---------------------------------------------------------------------------
- * Helpers shared by the trigger functions
- * ---------------------------------------------------------------------------
- */
-
-/*
- * pe_check_trigger
- *		Raise unless fcinfo is a trigger call fired BEFORE (or AFTER) and FOR
- *		EACH ROW (or statement) as the function's CREATE TRIGGER says.
- */
-void
-pe_check_trigger(FunctionCallInfo fcinfo, const char *name, bool before, bool row)
-{
-	TriggerData *trigdata = (TriggerData *) fcinfo->context;
-
-	if (!CALLED_AS_TRIGGER(fcinfo))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("%s: not called by trigger manager", name)));
-	if ((before && !TRIGGER_FIRED_BEFORE(trigdata->tg_event)) ||
-		(!before && !TRIGGER_FIRED_AFTER(trigdata->tg_event)) ||
-		(row && !TRIGGER_FIRED_FOR_ROW(trigdata->tg_event)) ||
-		(!row && !TRIGGER_FIRED_FOR_STATEMENT(trigdata->tg_event)))
-		ereport(ERROR,
-				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
-				 errmsg("%s: must be fired %s ... FOR EACH %s", name,
-						before ? "BEFORE" : "AFTER", row ? "ROW" : "STATEMENT")));
-}
-
-/*
- * pe_attnum_has_type
- *		Is attnum a live column of td of type typid (TEXTOID: text or
- *		varchar)?  No catalog access: cheap enough for every trigger call.
- */
-bool
-pe_attnum_has_type(TupleDesc td, int attnum, Oid typid)
-{
-	Form_pg_attribute att;
-
-	if (attnum <= 0 || attnum > td->natts)
-		return false;
-	att = TupleDescAttr(td, attnum - 1);
-	if (att->attisdropped)
-		return false;
-	if (typid == TEXTOID)
-		return att->atttypid == TEXTOID || att->atttypid == VARCHAROID;
-	return att->atttypid == typid;
-}
-
-/*
- * pe_trigger_columns
- *		Resolve and check the columns cols[0..n-1] of rel that the trigger
- *		function trigger reads or writes (see payment_ext.h).  With cached,
- *		the caller's attnums are from an earlier call for the same relation
- *		and number of columns: they are only re-checked (ALTER COLUMN ...
- *		TYPE keeps both), and looked up again if that fails.
- */
-void
-pe_trigger_columns(Relation rel, const char *trigger,
-				   const PeTriggerColumn *cols, int n, bool cached)
-{
-	TupleDesc	td = RelationGetDescr(rel);
-	int			i;
-
-	if (cached)
-	{
-		for (i = 0; i < n; i++)
-		{
-			int			attnum = *cols[i].attnum;
-
-			if (attnum == 0 ? cols[i].required :
-				!pe_attnum_has_type(td, attnum, cols[i].typid))
-				break;
-		}
-		if (i == n)
-			return;
-	}
-
-	for (i = 0; i < n; i++)
-	{
-		int			attnum = SPI_fnumber(td, cols[i].name);
-
-		if (attnum <= 0)
-		{
-			if (cols[i].required)
-				ereport(ERROR,
-						(errcode(ERRCODE_UNDEFINED_COLUMN),
-						 errmsg("trigger function %s needs column \"%s\" in table \"%s\"",
-								trigger, cols[i].name, RelationGetRelationName(rel)),
-						 errdetail("Table \"%s\" has no such column.",
-								   RelationGetRelationName(rel)),
-						 errhint("Attach the trigger only to the table payment_ext attached it to.")));
-			*cols[i].attnum = 0;
-			continue;
-		}
-		if (!pe_attnum_has_type(td, attnum, cols[i].typid))
-			ereport(ERROR,
-					(errcode(ERRCODE_DATATYPE_MISMATCH),
-					 errmsg("trigger function %s needs column \"%s\" of table \"%s\" to be of type %s",
-							trigger, cols[i].name, RelationGetRelationName(rel),
-							format_type_be(cols[i].typid)),
-					 errdetail("The column is of type %s.",
-							   format_type_be(TupleDescAttr(td, attnum - 1)->atttypid)),
-					 errhint("Attach the trigger only to the table payment_ext attached it to."),
-					 errtablecol(rel, attnum)));
-		*cols[i].attnum = attnum;
-	}
-}
-
-/*
- * pe_clip_chars
- *		A palloc'd copy of s with at most maxchars characters (a varchar(n)
- *		counts characters), never cut inside one.
- */
-char *
-pe_clip_chars(const char *s, int maxchars)
-{
-	return pnstrdup(s, pg_mbcharcliplen(s, strlen(s), maxchars));
-}
-
-/*
- * pe_strlcpy_mb
- *		strlcpy into dst (size bytes, size > 0) that cuts src on a character
- *		boundary of the database encoding.  Never raises: usable under a
- *		spinlock's caller and in the worker's status paths.
- */
-void
-pe_strlcpy_mb(char *dst, const char *src, size_t size)
-{
-	size_t		len = strlen(src);
-	size_t		n = len;
-
-	if (len >= size)
-		n = pg_mbcliplen(src, (int) len, (int) size - 1);
-	memcpy(dst, src, n);
-	dst[n] = '\0';
-}
-
-/*
- * pe_call_redacted
- *		Call body(fcinfo), the body of a SECURITY DEFINER function that writes
- *		the payment tables.  An integrity constraint violation raised by
- *		PostgreSQL inside it (CHECK, NOT NULL, unique, exclusion, foreign key:
- *		the errors that name a table or constraint) is re-raised with its
- *		DETAIL replaced, because that DETAIL shows the failing row ("Failing
- *		row contains (...)") or key, and in these tables that can be a sealed
- *		value, a Stripe id or another user's row.  Every other error passes
- *		unchanged.
- *
- * Why a PG_CATCH: the executor builds that DETAIL from the row, and shows
- * every column to a role that bypasses row-level security, as the
- * extension's owner does; checking the arguments first (the functions do)
- * cannot cover a constraint a DBA adds.  The handler only edits the error
- * and throws it again at once: nothing resumes after the error, and the
- * transaction (or the caller's subtransaction) aborts as it would have.
- * The server log gets the edited error too: it is emitted by whoever
- * finally catches it.
- */
-Datum
-pe_call_redacted(PGFunction body, FunctionCallInfo fcinfo)
-{
-	MemoryContext cxt = CurrentMemoryContext;
-	volatile Datum result = (Datum) 0;
-
-	PG_TRY();
-	{
-		result = body(fcinfo);
-	}
-	PG_CATCH();
-	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
-		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) !=
-			ERRCODE_INTEGRITY_CONSTRAINT_VIOLATION ||
-			(edata->table_name == NULL && edata->constraint_name == NULL) ||
-			(edata->detail == NULL && edata->detail_log == NULL))
-		{
-			FreeErrorData(edata);
-			PG_RE_THROW();
-		}
-		FlushErrorState();
-		edata->detail = pstrdup("The row's values are not shown: they may hold sealed values or another user's data.");
-		edata->detail_log = NULL;
-		ReThrowError(edata);
-	}
-	PG_END_TRY();
-	return result;
-}
-
-/* Raise 22004 if argument argno (named name) of the call is NULL. */
-void
-pe_check_arg_not_null(FunctionCallInfo fcinfo, int argno, const char *name)
-{
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", name)));
-}
-
-/*
- * Transaction end: transaction-local flags go back to their defaults, and a
- * committed transaction that added outbox rows wakes the outbox worker.
- */
-static void
-pe_xact_callback(XactEvent event, void *arg)
-{
-	switch (event)
-	{
-		case XACT_EVENT_COMMIT:
-			pe_suppress_row_audit = false;
-			pe_resolve_active = false;
-			pe_outbox_at_xact_end(true);
-			break;
-		case XACT_EVENT_PARALLEL_COMMIT:
-		case XACT_EVENT_ABORT:
-		case XACT_EVENT_PARALLEL_ABORT:
-		case XACT_EVENT_PREPARE:
-			pe_suppress_row_audit = false;
-			pe_resolve_active = false;
-			pe_outbox_at_xact_end(false);
-			break;
-		default:
-			break;
-	}
-}
 
 /*
  * _PG_init
- *		Define the payment_ext.* parameters and reserve the prefix.
+ *		Define the payment_ext.* parameters (their variables are in
+ *		base/guc.c) and reserve the prefix; then let the subsystems that
+ *		need it register their callbacks.
  */
 void
 _PG_init(void)
@@ -780,8 +340,8 @@ _PG_init(void)
 
 	MarkGUCPrefixReserved("payment_ext");
 
-	RegisterXactCallback(pe_xact_callback, NULL);
-
+	/* each subsystem registers its own callbacks */
+	pe_base_init();
 	/* shared memory and the worker: only under shared_preload_libraries */
 	pe_outbox_init();
 }

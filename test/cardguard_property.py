@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """test/cardguard_property.py -- property test of the card-number guard
-(payment.contains_card_number, src/cardguard.c), driven by
+(payment.contains_card_number, src/guard/cardguard.c), driven by
 test/t/cardguard_property.sh.  Prints TAP.
 
 A reference implementation of the rule (README "Card-number guard";

@@ -150,16 +150,22 @@ def read_layers(path):
             subsystems.append((words[0], words[1], words[2:]))
     if order is None:
         sys.exit(f"{path}: no \"layers\" line")
-    names = {s[0] for s in subsystems}
+    # a subsystem named in an allow list: its path, with or without the "/"
+    paths = {s[0]: s[0] for s in subsystems}
+    paths.update({s[0].rstrip("/"): s[0] for s in subsystems})
+    resolved = []
     for sub, layer, allowed in subsystems:
+        full = []
         for a in allowed:
-            if a not in names:
+            if a not in paths:
                 sys.exit(f"{path}: {sub} may call {a}, which the table does not list")
-            other = next(s for s in subsystems if s[0] == a)
+            other = next(s for s in subsystems if s[0] == paths[a])
             if other[1] != layer:
                 sys.exit(f"{path}: {sub} may call {a}: list only subsystems of its own layer "
                          "(lower layers are always allowed)")
-    return order, subsystems
+            full.append(paths[a])
+        resolved.append((sub, layer, full))
+    return order, resolved
 
 
 def subsystem_of(f, subsystems):
