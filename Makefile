@@ -37,6 +37,7 @@ OBJS = \
 	src/vault/keyring.o \
 	src/vault/vault.o \
 	src/vault/sealed.o \
+	src/vault/rotate.o \
 	src/stripe/queue.o \
 	src/stripe/refs.o \
 	src/stripe/ledger.o \

@@ -29,5 +29,7 @@ extern bytea *pe_arghash_final(PeArgHash *h);
 extern void pe_check_idempotency_key(const char *key);
 extern bool pe_idem_claim(const char *operation, const char *key, bytea *hash,
 						  Datum new_id, Datum *existing);
+extern bool pe_idem_replay(const char *operation, const char *key, bytea *hash,
+						   Datum new_id, Datum *existing);
 
 #endif							/* PE_API_H */

@@ -27,6 +27,7 @@
 #include "executor/spi.h"
 #include "utils/builtins.h"
 #include "utils/numeric.h"
+#include "utils/uuid.h"
 
 #include "api/api.h"
 #include "audit/audit.h"
@@ -163,3 +164,21 @@ pe_idem_claim(const char *operation, const char *key, bytea *hash, Datum new_id,
 	return true;
 }
 
+/*
+ * pe_idem_replay
+ *		When key is not NULL and was already used for operation with the same
+ *		arguments (pe_idem_claim): finish the caller's SPI connection, set
+ *		*existing to the id of the row the first call made, copied out of
+ *		SPI's memory, and return true; the caller returns it.  Raises when
+ *		the key was used with other arguments; false when the call goes on.
+ */
+bool
+pe_idem_replay(const char *operation, const char *key, bytea *hash, Datum new_id,
+			   Datum *existing)
+{
+	if (key == NULL || !pe_idem_claim(operation, key, hash, new_id, existing))
+		return false;
+	*existing = SPI_datumTransfer(*existing, false, UUID_LEN);
+	SPI_finish();
+	return true;
+}

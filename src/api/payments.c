@@ -167,20 +167,16 @@ check_stripe_minimum(Numeric amount, const char *currency)
 }
 
 /* SQL function: payment.create(uuid, uuid, numeric, numeric, text, int, text, uuid, text, jsonb) returns uuid */
-static Datum create_body(PG_FUNCTION_ARGS);
-
-PG_FUNCTION_INFO_V1(pe_create);
-Datum
-pe_create(PG_FUNCTION_ARGS)
-{
-	/* no constraint violation shows a row (see pe_call_redacted) */
-	return pe_call_redacted(create_body, fcinfo);
-}
+PE_REDACTED_FUNCTION(pe_create, create_body);
 
 /* The body of pe_create. */
 static Datum
 create_body(PG_FUNCTION_ARGS)
 {
+	static const char *const argnames[] = {
+		"registration_id", "user_id", "full_price", "discount_pct", "currency",
+		"method_type", NULL, NULL, NULL, "metadata"
+	};
 	Datum		registration_id;
 	Datum		user_id;
 	Numeric		full_price;
@@ -200,13 +196,7 @@ create_body(PG_FUNCTION_ARGS)
 	int			rc;
 
 	/* arguments, all checked before anything is written */
-	pe_check_arg_not_null(fcinfo, 0, "registration_id");
-	pe_check_arg_not_null(fcinfo, 1, "user_id");
-	pe_check_arg_not_null(fcinfo, 2, "full_price");
-	pe_check_arg_not_null(fcinfo, 3, "discount_pct");
-	pe_check_arg_not_null(fcinfo, 4, "currency");
-	pe_check_arg_not_null(fcinfo, 5, "method_type");
-	pe_check_arg_not_null(fcinfo, 9, "metadata");
+	pe_check_args_not_null(fcinfo, argnames, lengthof(argnames));
 	registration_id = PG_GETARG_DATUM(0);
 	user_id = PG_GETARG_DATUM(1);
 	full_price = PG_GETARG_NUMERIC(2);
@@ -265,13 +255,8 @@ create_body(PG_FUNCTION_ARGS)
 	payment_id = DirectFunctionCall1(gen_random_uuid, (Datum) 0);
 
 	SPI_connect();
-	if (idem_key != NULL &&
-		pe_idem_claim("create", idem_key, hash, payment_id, &existing))
-	{
-		existing = SPI_datumTransfer(existing, false, UUID_LEN);
-		SPI_finish();
+	if (pe_idem_replay("create", idem_key, hash, payment_id, &existing))
 		PG_RETURN_DATUM(existing);
-	}
 
 	lock_registration_for_payment(registration_id, &user_id);
 
@@ -394,20 +379,13 @@ static PePlan retry_request_plan = {
 };
 
 /* SQL function: payment.retry(uuid) returns void */
-static Datum retry_body(PG_FUNCTION_ARGS);
-
-PG_FUNCTION_INFO_V1(pe_retry);
-Datum
-pe_retry(PG_FUNCTION_ARGS)
-{
-	/* no constraint violation shows a row (see pe_call_redacted) */
-	return pe_call_redacted(retry_body, fcinfo);
-}
+PE_REDACTED_FUNCTION(pe_retry, retry_body);
 
 /* The body of pe_retry. */
 static Datum
 retry_body(PG_FUNCTION_ARGS)
 {
+	static const char *const argnames[] = {"payment_id"};
 	Datum		payment_id;
 	Datum		registration_id;
 	bool		isnull;
@@ -418,7 +396,7 @@ retry_body(PG_FUNCTION_ARGS)
 	char	   *new_key;
 	int64		n;
 
-	pe_check_arg_not_null(fcinfo, 0, "payment_id");
+	pe_check_args_not_null(fcinfo, argnames, lengthof(argnames));
 	payment_id = PG_GETARG_DATUM(0);
 
 	SPI_connect();

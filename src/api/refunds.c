@@ -55,20 +55,13 @@ static PePlan refund_insert_plan = {
 };
 
 /* SQL function: payment.refund(uuid, numeric, text, uuid, text) returns uuid */
-static Datum refund_body(PG_FUNCTION_ARGS);
-
-PG_FUNCTION_INFO_V1(pe_refund);
-Datum
-pe_refund(PG_FUNCTION_ARGS)
-{
-	/* no constraint violation shows a row (see pe_call_redacted) */
-	return pe_call_redacted(refund_body, fcinfo);
-}
+PE_REDACTED_FUNCTION(pe_refund, refund_body);
 
 /* The body of pe_refund. */
 static Datum
 refund_body(PG_FUNCTION_ARGS)
 {
+	static const char *const argnames[] = {"payment_id", "amount", "reason", "processed_by"};
 	Datum		payment_id;
 	Numeric		amount;
 	char	   *reason;
@@ -82,10 +75,7 @@ refund_body(PG_FUNCTION_ARGS)
 	bool		isnull;
 	int			rc;
 
-	pe_check_arg_not_null(fcinfo, 0, "payment_id");
-	pe_check_arg_not_null(fcinfo, 1, "amount");
-	pe_check_arg_not_null(fcinfo, 2, "reason");
-	pe_check_arg_not_null(fcinfo, 3, "processed_by");
+	pe_check_args_not_null(fcinfo, argnames, lengthof(argnames));
 	payment_id = PG_GETARG_DATUM(0);
 	amount = PG_GETARG_NUMERIC(1);
 	reason = text_to_cstring(PG_GETARG_TEXT_PP(2));
@@ -110,13 +100,8 @@ refund_body(PG_FUNCTION_ARGS)
 	refund_id = DirectFunctionCall1(gen_random_uuid, (Datum) 0);
 
 	SPI_connect();
-	if (idem_key != NULL &&
-		pe_idem_claim("refund", idem_key, hash, refund_id, &existing))
-	{
-		existing = SPI_datumTransfer(existing, false, UUID_LEN);
-		SPI_finish();
+	if (pe_idem_replay("refund", idem_key, hash, refund_id, &existing))
 		PG_RETURN_DATUM(existing);
-	}
 
 	rc = SPI_execute_plan(pe_plan(&refund_payment_plan), &payment_id, NULL, false, 1);
 	if (rc != SPI_OK_SELECT)

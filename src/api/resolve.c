@@ -97,20 +97,13 @@ check_resolve_reason(const char *reason)
 }
 
 /* SQL function: payment.resolve(uuid, int, text) returns void */
-static Datum resolve_body(PG_FUNCTION_ARGS);
-
-PG_FUNCTION_INFO_V1(pe_resolve);
-Datum
-pe_resolve(PG_FUNCTION_ARGS)
-{
-	/* no constraint violation shows a row (see pe_call_redacted) */
-	return pe_call_redacted(resolve_body, fcinfo);
-}
+PE_REDACTED_FUNCTION(pe_resolve, resolve_body);
 
 /* The body of pe_resolve. */
 static Datum
 resolve_body(PG_FUNCTION_ARGS)
 {
+	static const char *const argnames[] = {"payment_id", "new_status", "reason"};
 	pg_uuid_t  *id;
 	int32		new_status;
 	char	   *reason;
@@ -119,9 +112,7 @@ resolve_body(PG_FUNCTION_ARGS)
 	bool		isnull;
 	int			rc;
 
-	pe_check_arg_not_null(fcinfo, 0, "payment_id");
-	pe_check_arg_not_null(fcinfo, 1, "new_status");
-	pe_check_arg_not_null(fcinfo, 2, "reason");
+	pe_check_args_not_null(fcinfo, argnames, lengthof(argnames));
 	id = PG_GETARG_UUID_P(0);
 	new_status = PG_GETARG_INT32(1);
 	reason = text_to_cstring(PG_GETARG_TEXT_PP(2));

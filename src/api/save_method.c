@@ -114,20 +114,16 @@ save_method_new_id(void)
  * SQL function: payment.save_method(uuid, text, text, text, integer, integer,
  *                                   boolean) returns uuid
  */
-static Datum save_method_body(PG_FUNCTION_ARGS);
-
-PG_FUNCTION_INFO_V1(pe_save_method);
-Datum
-pe_save_method(PG_FUNCTION_ARGS)
-{
-	/* no constraint violation shows a row (see pe_call_redacted) */
-	return pe_call_redacted(save_method_body, fcinfo);
-}
+PE_REDACTED_FUNCTION(pe_save_method, save_method_body);
 
 /* The body of pe_save_method. */
 static Datum
 save_method_body(PG_FUNCTION_ARGS)
 {
+	static const char *const argnames[] = {
+		"user_id", "stripe_payment_method", "last_four", "card_brand",
+		"expiry_month", "expiry_year"
+	};
 	Datum		user_id;
 	char	   *stripe_pm;
 	char	   *last_four;
@@ -140,12 +136,7 @@ save_method_body(PG_FUNCTION_ARGS)
 	char	   *sealed;
 	int			ret;
 
-	pe_check_arg_not_null(fcinfo, 0, "user_id");
-	pe_check_arg_not_null(fcinfo, 1, "stripe_payment_method");
-	pe_check_arg_not_null(fcinfo, 2, "last_four");
-	pe_check_arg_not_null(fcinfo, 3, "card_brand");
-	pe_check_arg_not_null(fcinfo, 4, "expiry_month");
-	pe_check_arg_not_null(fcinfo, 5, "expiry_year");
+	pe_check_args_not_null(fcinfo, argnames, lengthof(argnames));
 	user_id = PG_GETARG_DATUM(0);
 	stripe_pm = text_to_cstring(PG_GETARG_TEXT_PP(1));
 	last_four = text_to_cstring(PG_GETARG_TEXT_PP(2));

@@ -255,72 +255,67 @@ audit_init(void)
  * ---------------------------------------------------------------------------
  */
 
-/* attnum of the live column "name" in the map, or 0 */
-static AttrNumber
-audit_find_column(AuditRelCache *entry, const char *name)
-{
-	int			i;
-
-	for (i = 0; i < entry->ncolumns; i++)
-	{
-		if (strcmp(entry->columns[i].name, name) == 0)
-			return entry->columns[i].attnum;
-	}
-	return 0;
-}
-
-/* attnum of a column the trigger cannot work without */
-static AttrNumber
-audit_require_column(Relation rel, AuditRelCache *entry, const char *name)
-{
-	AttrNumber	attnum = audit_find_column(entry, name);
-
-	if (attnum == 0)
-		pe_trigger_column_missing(rel, "payment.audit_row_trigger()", name);
-	return attnum;
-}
-
 /*
- * audit_check_types
+ * audit_interpreted_columns
  *		The columns the trigger interprets (beyond printing them through
- *		their output functions) must have the types it reads them as: a
- *		trigger attached to a table of another shape is an error, never a
- *		misread value.
+ *		their output functions) in entry's table, with the types it reads
+ *		them as (pe_trigger_columns: a trigger attached to a table of
+ *		another shape is an error, never a misread value).  Sets the
+ *		entry's att_* (0: absent, or not interpreted for its kind).
  */
 static void
-audit_check_types(Relation rel, AuditRelCache *entry)
+audit_interpreted_columns(Relation rel, AuditRelCache *entry)
 {
-	const struct
-	{
-		AttrNumber	attnum;
-		Oid			typid;
-	}			cols[] = {
-		{entry->att_id, UUIDOID},
-		{entry->att_payment, UUIDOID},
-		{entry->att_status, INT4OID},
-		{entry->att_metadata, JSONBOID},
-		{entry->att_updated_at, TIMESTAMPTZOID},
-		{entry->att_amount, NUMERICOID},
-		{entry->att_currency, TEXTOID},
-		{entry->att_pct, NUMERICOID},
-		{entry->att_refund_amount, NUMERICOID},
-		{entry->att_failure_code, TEXTOID},
-		{entry->att_retry, INT4OID},
-		{entry->att_brand, TEXTOID},
-		{entry->att_last4, TEXTOID},
-		{entry->att_exp_month, INT4OID},
-		{entry->att_exp_year, INT4OID}
+	const char *trigger = "payment.audit_row_trigger()";
+	const PeTriggerColumn common[] = {
+		{&entry->att_id, "Id", UUIDOID, true},
+		{&entry->att_metadata, "Metadata", JSONBOID, false},
+		{&entry->att_updated_at, "UpdatedAt", TIMESTAMPTZOID, false}
 	};
-	TupleDesc	td = RelationGetDescr(rel);
-	int			i;
+	const PeTriggerColumn payments[] = {
+		{&entry->att_status, "Status", INT4OID, true},
+		{&entry->att_amount, "AmountValue", NUMERICOID, false},
+		{&entry->att_currency, "Currency", TEXTOID, false},
+		{&entry->att_pct, "SlidingScalePercentage", NUMERICOID, false},
+		{&entry->att_refund_amount, "RefundAmountValue", NUMERICOID, false}
+	};
+	const PeTriggerColumn refunds[] = {
+		{&entry->att_payment, "OriginalPaymentId", UUIDOID, true},
+		{&entry->att_status, "RefundStatus", INT4OID, true},
+		{&entry->att_amount, "RefundAmountValue", NUMERICOID, false},
+		{&entry->att_currency, "RefundCurrency", TEXTOID, false}
+	};
+	const PeTriggerColumn failures[] = {
+		{&entry->att_payment, "PaymentId", UUIDOID, true},
+		{&entry->att_failure_code, "FailureCode", TEXTOID, false},
+		{&entry->att_retry, "RetryCount", INT4OID, false}
+	};
+	const PeTriggerColumn methods[] = {
+		{&entry->att_brand, "CardBrand", TEXTOID, false},
+		{&entry->att_last4, "LastFourDigits", TEXTOID, false},
+		{&entry->att_exp_month, "ExpiryMonth", INT4OID, false},
+		{&entry->att_exp_year, "ExpiryYear", INT4OID, false}
+	};
 
-	for (i = 0; i < (int) lengthof(cols); i++)
+	entry->att_payment = entry->att_status = entry->att_amount = entry->att_currency = 0;
+	entry->att_pct = entry->att_refund_amount = entry->att_failure_code = entry->att_retry = 0;
+	entry->att_brand = entry->att_last4 = entry->att_exp_month = entry->att_exp_year = 0;
+	pe_trigger_columns(rel, trigger, common, lengthof(common), false);
+	switch (entry->kind)
 	{
-		AttrNumber	attnum = cols[i].attnum;
-
-		if (attnum != 0 && !pe_attnum_has_type(td, attnum, cols[i].typid))
-			pe_trigger_column_mistyped(rel, "payment.audit_row_trigger()", attnum,
-									   cols[i].typid);
+		case AUDIT_PAYMENTS:
+			pe_trigger_columns(rel, trigger, payments, lengthof(payments), false);
+			entry->att_payment = entry->att_id;
+			break;
+		case AUDIT_REFUNDS:
+			pe_trigger_columns(rel, trigger, refunds, lengthof(refunds), false);
+			break;
+		case AUDIT_FAILURES:
+			pe_trigger_columns(rel, trigger, failures, lengthof(failures), false);
+			break;
+		case AUDIT_METHODS:
+			pe_trigger_columns(rel, trigger, methods, lengthof(methods), false);
+			break;
 	}
 }
 
@@ -400,50 +395,7 @@ audit_rel_cache(Relation rel)
 	}
 	MemoryContextSwitchTo(oldcxt);
 
-	entry->att_id = audit_require_column(rel, entry, "Id");
-	entry->att_metadata = audit_find_column(entry, "Metadata");
-	entry->att_updated_at = audit_find_column(entry, "UpdatedAt");
-	entry->att_payment = 0;
-	entry->att_status = 0;
-	entry->att_amount = 0;
-	entry->att_currency = 0;
-	entry->att_pct = 0;
-	entry->att_refund_amount = 0;
-	entry->att_failure_code = 0;
-	entry->att_retry = 0;
-	entry->att_brand = 0;
-	entry->att_last4 = 0;
-	entry->att_exp_month = 0;
-	entry->att_exp_year = 0;
-	switch (kind)
-	{
-		case AUDIT_PAYMENTS:
-			entry->att_payment = entry->att_id;
-			entry->att_status = audit_require_column(rel, entry, "Status");
-			entry->att_amount = audit_find_column(entry, "AmountValue");
-			entry->att_currency = audit_find_column(entry, "Currency");
-			entry->att_pct = audit_find_column(entry, "SlidingScalePercentage");
-			entry->att_refund_amount = audit_find_column(entry, "RefundAmountValue");
-			break;
-		case AUDIT_REFUNDS:
-			entry->att_payment = audit_require_column(rel, entry, "OriginalPaymentId");
-			entry->att_status = audit_require_column(rel, entry, "RefundStatus");
-			entry->att_amount = audit_find_column(entry, "RefundAmountValue");
-			entry->att_currency = audit_find_column(entry, "RefundCurrency");
-			break;
-		case AUDIT_FAILURES:
-			entry->att_payment = audit_require_column(rel, entry, "PaymentId");
-			entry->att_failure_code = audit_find_column(entry, "FailureCode");
-			entry->att_retry = audit_find_column(entry, "RetryCount");
-			break;
-		case AUDIT_METHODS:
-			entry->att_brand = audit_find_column(entry, "CardBrand");
-			entry->att_last4 = audit_find_column(entry, "LastFourDigits");
-			entry->att_exp_month = audit_find_column(entry, "ExpiryMonth");
-			entry->att_exp_year = audit_find_column(entry, "ExpiryYear");
-			break;
-	}
-	audit_check_types(rel, entry);
+	audit_interpreted_columns(rel, entry);
 	entry->valid = true;
 	return entry;
 }

@@ -54,21 +54,21 @@ typedef struct AuditRelCache
 	int			ncolumns;
 	AuditColumn *columns;
 	/* attnums (0 when absent) of the columns the trigger interprets */
-	AttrNumber	att_id;
-	AttrNumber	att_payment;	/* the payment an entry belongs to */
-	AttrNumber	att_status;
-	AttrNumber	att_metadata;
-	AttrNumber	att_updated_at;
-	AttrNumber	att_amount;
-	AttrNumber	att_currency;
-	AttrNumber	att_pct;
-	AttrNumber	att_refund_amount;
-	AttrNumber	att_failure_code;
-	AttrNumber	att_retry;
-	AttrNumber	att_brand;
-	AttrNumber	att_last4;
-	AttrNumber	att_exp_month;
-	AttrNumber	att_exp_year;
+	int			att_id;
+	int			att_payment;	/* the payment an entry belongs to */
+	int			att_status;
+	int			att_metadata;
+	int			att_updated_at;
+	int			att_amount;
+	int			att_currency;
+	int			att_pct;
+	int			att_refund_amount;
+	int			att_failure_code;
+	int			att_retry;
+	int			att_brand;
+	int			att_last4;
+	int			att_exp_month;
+	int			att_exp_year;
 } AuditRelCache;
 
 /* one entry to write */

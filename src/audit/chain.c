@@ -359,36 +359,33 @@ chain_bytea(const unsigned char *data, int len)
  * ---------------------------------------------------------------------------
  */
 
+/*
+ * The attnum of column name of rel, of type typid exactly (its hash reads
+ * it as that type), or the trigger checks' error (base/trigger.c).
+ */
+static AttrNumber
+chain_column(Relation rel, const char *name, Oid typid)
+{
+	int			attnum = SPI_fnumber(RelationGetDescr(rel), name);
+
+	if (attnum <= 0)
+		pe_trigger_column_missing(rel, "payment.audit_chain_trigger()", name);
+	if (TupleDescAttr(RelationGetDescr(rel), attnum - 1)->atttypid != typid)
+		pe_trigger_column_mistyped(rel, "payment.audit_chain_trigger()", attnum, typid);
+	return (AttrNumber) attnum;
+}
+
 /* attnums of the hashed columns in rel, looked up once per relcache entry */
 static void
 chain_load_attrs(Relation rel)
 {
-	TupleDesc	tupdesc = RelationGetDescr(rel);
 	int			i;
 
 	if (chain_attrs.valid && chain_attrs.relid == RelationGetRelid(rel))
 		return;
-
 	for (i = 0; i < (int) CHAIN_NCOLUMNS; i++)
-	{
-		int			attnum = SPI_fnumber(tupdesc, chain_columns[i].name);
-
-		if (attnum <= 0 ||
-			TupleDescAttr(tupdesc, attnum - 1)->atttypid != chain_columns[i].typid)
-			ereport(ERROR,
-					(errcode(attnum <= 0 ? ERRCODE_UNDEFINED_COLUMN : ERRCODE_DATATYPE_MISMATCH),
-					 errmsg("trigger function payment.audit_chain_trigger() needs column \"%s\" of table \"%s\" to be of type %s",
-							chain_columns[i].name, RelationGetRelationName(rel),
-							format_type_be(chain_columns[i].typid))));
-		chain_attrs.att[i] = (AttrNumber) attnum;
-	}
-	chain_attrs.att_rowhash = SPI_fnumber(tupdesc, "RowHash");
-	if (chain_attrs.att_rowhash <= 0 ||
-		TupleDescAttr(tupdesc, chain_attrs.att_rowhash - 1)->atttypid != BYTEAOID)
-		ereport(ERROR,
-				(errcode(chain_attrs.att_rowhash <= 0 ? ERRCODE_UNDEFINED_COLUMN : ERRCODE_DATATYPE_MISMATCH),
-				 errmsg("trigger function payment.audit_chain_trigger() needs column \"RowHash\" of table \"%s\" to be of type bytea",
-						RelationGetRelationName(rel))));
+		chain_attrs.att[i] = chain_column(rel, chain_columns[i].name, chain_columns[i].typid);
+	chain_attrs.att_rowhash = chain_column(rel, "RowHash", BYTEAOID);
 	chain_attrs.relid = RelationGetRelid(rel);
 	chain_attrs.valid = true;
 }
@@ -836,11 +833,9 @@ pe_audit_chain_trigger(PG_FUNCTION_ARGS)
 	HeapTuple	tuple;
 	Datum	   *values;
 	bool	   *nulls;
-	static const PeTriggerUse any_row = {
-		true, PE_TRIG_ANY, 0,
-		"payment.audit_chain_trigger(): not called by trigger manager",
-		"payment.audit_chain_trigger(): must be fired BEFORE ... FOR EACH ROW"
-	};
+	static const PeTriggerUse any_row =
+		PE_TRIGGER_USE("payment.audit_chain_trigger()", true, PE_TRIG_ANY, 0,
+					   "BEFORE ... FOR EACH ROW");
 	static const PeTriggerUse insert_row = {
 		true, PE_TRIG_INSERT, 0,
 		"payment.audit_chain_trigger(): not called by trigger manager",

@@ -67,12 +67,20 @@ pe_call_redacted(PGFunction body, FunctionCallInfo fcinfo)
 	return result;
 }
 
-/* Raise 22004 if argument argno (named name) of the call is NULL. */
+/*
+ * pe_check_args_not_null
+ *		Raise 22004 for the first argument i < n of the call that is NULL
+ *		while names[i] (its name) is not: the arguments that may be NULL
+ *		have a NULL name.
+ */
 void
-pe_check_arg_not_null(FunctionCallInfo fcinfo, int argno, const char *name)
+pe_check_args_not_null(FunctionCallInfo fcinfo, const char *const *names, int n)
 {
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("%s must not be null", name)));
+	int			i;
+
+	for (i = 0; i < n; i++)
+		if (names[i] != NULL && PG_ARGISNULL(i))
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("%s must not be null", names[i])));
 }

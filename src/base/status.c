@@ -52,16 +52,24 @@ pe_refund_status_name(int status)
 	return refund_status_names[status];
 }
 
-/* name as text, or 22023 naming code as not a code of kind ("payment"). */
-static text *
-status_name_text(const char *name, int32 code, const char *kind, const char *hint)
+/*
+ * The body of payment.status_name and payment.refund_status_name: the name
+ * of the code, or 22023.
+ */
+static Datum
+status_name_sql(FunctionCallInfo fcinfo, bool refund)
 {
+	int32		status = PG_GETARG_INT32(0);
+	const char *name = refund ? pe_refund_status_name(status) : pe_payment_status_name(status);
+
 	if (name == NULL)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("%d is not a %s status code", code, kind),
-				 errhint("%s", hint)));
-	return cstring_to_text(name);
+				 errmsg("%d is not a %s status code", status, refund ? "refund" : "payment"),
+				 errhint("%s", refund ?
+						 "Refund status codes are 0 Processing, 1 Completed and 2 Failed." :
+						 "Payment status codes are 0 Pending, 1 Completed, 2 Failed, 3 Refunded, 4 PartiallyRefunded and 5 NotRequired.")));
+	PG_RETURN_TEXT_P(cstring_to_text(name));
 }
 
 /* SQL function: payment.status_name(int) returns text */
@@ -69,10 +77,7 @@ PG_FUNCTION_INFO_V1(pe_status_name);
 Datum
 pe_status_name(PG_FUNCTION_ARGS)
 {
-	int32		status = PG_GETARG_INT32(0);
-
-	PG_RETURN_TEXT_P(status_name_text(pe_payment_status_name(status), status, "payment",
-									  "Payment status codes are 0 Pending, 1 Completed, 2 Failed, 3 Refunded, 4 PartiallyRefunded and 5 NotRequired."));
+	return status_name_sql(fcinfo, false);
 }
 
 /* SQL function: payment.refund_status_name(int) returns text */
@@ -80,8 +85,5 @@ PG_FUNCTION_INFO_V1(pe_refund_status_name_sql);
 Datum
 pe_refund_status_name_sql(PG_FUNCTION_ARGS)
 {
-	int32		status = PG_GETARG_INT32(0);
-
-	PG_RETURN_TEXT_P(status_name_text(pe_refund_status_name(status), status, "refund",
-									  "Refund status codes are 0 Processing, 1 Completed and 2 Failed."));
+	return status_name_sql(fcinfo, true);
 }

@@ -40,6 +40,15 @@ typedef struct PeTriggerUse
 	const char *misfired;
 } PeTriggerUse;
 
+/*
+ * The usual PeTriggerUse of the trigger function name, whose messages are
+ * "<name>: not called by trigger manager" and "<name>: must be fired
+ * <fired>" (fired: "BEFORE ... FOR EACH ROW", say).
+ */
+#define PE_TRIGGER_USE(name, before, row_ops, statement_ops, fired) \
+	{(before), (row_ops), (statement_ops), \
+	 name ": not called by trigger manager", name ": must be fired " fired}
+
 /* Raise 39P01 unless fcinfo is a trigger call as use says. */
 extern void pe_trigger_check(FunctionCallInfo fcinfo, const PeTriggerUse *use);
 

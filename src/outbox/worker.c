@@ -374,11 +374,9 @@ PG_FUNCTION_INFO_V1(pe_outbox_wake_trigger);
 Datum
 pe_outbox_wake_trigger(PG_FUNCTION_ARGS)
 {
-	static const PeTriggerUse use = {
-		false, 0, PE_TRIG_ANY,
-		"payment.outbox_wake_trigger: not called by trigger manager",
-		"payment.outbox_wake_trigger: must be fired AFTER ... FOR EACH STATEMENT"
-	};
+	static const PeTriggerUse use =
+		PE_TRIGGER_USE("payment.outbox_wake_trigger", false, 0, PE_TRIG_ANY,
+					   "AFTER ... FOR EACH STATEMENT");
 
 	pe_trigger_check(fcinfo, &use);
 	outbox_wake_pending = true;

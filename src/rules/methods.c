@@ -85,11 +85,9 @@ pe_payment_methods_expiry_trigger(PG_FUNCTION_ARGS)
 	HeapTuple	newtuple;
 	int32		year;
 	int32		month;
-	static const PeTriggerUse use = {
-		true, PE_TRIG_INSERT | PE_TRIG_UPDATE, 0,
-		"pe_payment_methods_expiry_trigger: not called by trigger manager",
-		"pe_payment_methods_expiry_trigger: must be fired BEFORE INSERT OR UPDATE FOR EACH ROW"
-	};
+	static const PeTriggerUse use =
+		PE_TRIGGER_USE("pe_payment_methods_expiry_trigger", true, PE_TRIG_INSERT | PE_TRIG_UPDATE, 0,
+					   "BEFORE INSERT OR UPDATE FOR EACH ROW");
 
 	pe_trigger_check(fcinfo, &use);
 	/* pg_restore in restore mode: a card saved then may have expired since */

@@ -92,6 +92,25 @@ refund_cols_init(Relation rel, const char *trigger)
 }
 
 /*
+ * refund_trigger_start
+ *		The start of both refund triggers: check how trigger (named for
+ *		messages) was fired and the columns of its table; false when the
+ *		row is being restored (pe_restoring_insert) and the trigger has
+ *		nothing to do.
+ */
+static bool
+refund_trigger_start(FunctionCallInfo fcinfo, const PeTriggerUse *use, const char *trigger)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	pe_trigger_check(fcinfo, use);
+	if (pe_restoring_insert(trigdata->tg_event))
+		return false;
+	refund_cols_init(trigdata->tg_relation, trigger);
+	return true;
+}
+
+/*
  * pe_check_refund_reason
  *		Raise unless reason has at least 10 characters that are not white
  *		space.
@@ -186,19 +205,14 @@ pe_refunds_rules_trigger(PG_FUNCTION_ARGS)
 	Datum		payment_id;
 	int			status;
 	LockedPayment lp;
+	static const PeTriggerUse use =
+		PE_TRIGGER_USE("pe_refunds_rules_trigger", true, PE_TRIG_ANY, 0,
+					   "BEFORE ... FOR EACH ROW");
 
-	static const PeTriggerUse use = {
-		true, PE_TRIG_ANY, 0,
-		"pe_refunds_rules_trigger: not called by trigger manager",
-		"pe_refunds_rules_trigger: must be fired BEFORE ... FOR EACH ROW"
-	};
-
-	pe_trigger_check(fcinfo, &use);
 	/* pg_restore in restore mode: the row as it was dumped */
-	if (pe_restoring_insert(trigdata->tg_event))
+	if (!refund_trigger_start(fcinfo, &use, "payment.refunds_rules_trigger()"))
 		return PointerGetDatum(trigdata->tg_trigtuple);
 	td = RelationGetDescr(trigdata->tg_relation);
-	refund_cols_init(trigdata->tg_relation, "payment.refunds_rules_trigger()");
 
 	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event))
 	{
@@ -451,19 +465,14 @@ pe_refunds_sync_trigger(PG_FUNCTION_ARGS)
 	int			refund_status;
 	Oid			save_userid;
 	int			save_sec;
+	static const PeTriggerUse use =
+		PE_TRIGGER_USE("pe_refunds_sync_trigger", false, PE_TRIG_ANY, 0,
+					   "AFTER ... FOR EACH ROW");
 
-	static const PeTriggerUse use = {
-		false, PE_TRIG_ANY, 0,
-		"pe_refunds_sync_trigger: not called by trigger manager",
-		"pe_refunds_sync_trigger: must be fired AFTER ... FOR EACH ROW"
-	};
-
-	pe_trigger_check(fcinfo, &use);
 	/* pg_restore in restore mode: the payment was dumped up to date */
-	if (pe_restoring_insert(trigdata->tg_event))
+	if (!refund_trigger_start(fcinfo, &use, "payment.refunds_sync_trigger()"))
 		return PointerGetDatum(NULL);
 	td = RelationGetDescr(trigdata->tg_relation);
-	refund_cols_init(trigdata->tg_relation, "payment.refunds_sync_trigger()");
 	tuple = TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) ?
 		trigdata->tg_newtuple : trigdata->tg_trigtuple;
 	if (TRIGGER_FIRED_BY_UPDATE(trigdata->tg_event) &&

@@ -300,12 +300,9 @@ pe_payments_state_trigger(PG_FUNCTION_ARGS)
 	int			old_status = -1;
 	bool		recompute = false;
 	Datum		now = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
-
-	static const PeTriggerUse use = {
-		true, PE_TRIG_ANY, 0,
-		"pe_payments_state_trigger: not called by trigger manager",
-		"pe_payments_state_trigger: must be fired BEFORE ... FOR EACH ROW"
-	};
+	static const PeTriggerUse use =
+		PE_TRIGGER_USE("pe_payments_state_trigger", true, PE_TRIG_ANY, 0,
+					   "BEFORE ... FOR EACH ROW");
 
 	pe_trigger_check(fcinfo, &use);
 	/* pg_restore in restore mode: the row as it was dumped */

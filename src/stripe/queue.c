@@ -266,6 +266,33 @@ pe_intent_attempt(JsonbContainer *pi)
 }
 
 /*
+ * Look payment_id up with current_intent_plan (its stored PaymentIntent,
+ * status, registration and newest create's key); false when there is no
+ * such payment.
+ */
+static bool
+current_intent_lookup(const pg_uuid_t *payment_id)
+{
+	Datum		arg = UUIDPGetDatum(payment_id);
+	int			rc;
+
+	rc = SPI_execute_plan(pe_plan(&current_intent_plan), &arg, NULL, false, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "looking up the payment's attempt failed: %s", SPI_result_code_string(rc));
+	return SPI_processed > 0;
+}
+
+/* The attempt of the newest create's key of the payment just looked up, or 0. */
+static int
+current_key_attempt(void)
+{
+	bool		isnull;
+	Datum		d = pe_spi_getdatum(0, 4, &isnull);
+
+	return isnull ? 0 : pe_intent_key_attempt(TextDatumGetCString(d));
+}
+
+/*
  * pe_intent_current
  *		Is pi_id (of the given attempt, 0 if unknown) the PaymentIntent of
  *		payment_id's current attempt?  The payment's stored PaymentIntent,
@@ -277,16 +304,11 @@ bool
 pe_intent_current(const pg_uuid_t *payment_id, const char *pi_id, int attempt,
 				  int *status, pg_uuid_t *registration)
 {
-	Datum		arg = UUIDPGetDatum(payment_id);
 	bool		isnull;
 	Datum		d;
-	int			rc;
 
 	*status = -1;
-	rc = SPI_execute_plan(pe_plan(&current_intent_plan), &arg, NULL, false, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "looking up the payment's attempt failed: %s", SPI_result_code_string(rc));
-	if (SPI_processed == 0)
+	if (!current_intent_lookup(payment_id))
 		return true;
 	*status = DatumGetInt32(pe_spi_getdatum(0, 2, &isnull));
 	if (registration != NULL)
@@ -304,10 +326,8 @@ pe_intent_current(const pg_uuid_t *payment_id, const char *pi_id, int attempt,
 	}
 	if (attempt > 0)
 	{
-		int			current;
+		int			current = current_key_attempt();
 
-		d = pe_spi_getdatum(0, 4, &isnull);
-		current = isnull ? 0 : pe_intent_key_attempt(TextDatumGetCString(d));
 		if (current > 0)
 			return attempt == current;
 	}
@@ -318,18 +338,7 @@ pe_intent_current(const pg_uuid_t *payment_id, const char *pi_id, int attempt,
 int
 pe_intent_current_attempt(const pg_uuid_t *payment_id)
 {
-	Datum		arg = UUIDPGetDatum(payment_id);
-	bool		isnull;
-	Datum		d;
-	int			rc;
-
-	rc = SPI_execute_plan(pe_plan(&current_intent_plan), &arg, NULL, false, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "looking up the payment's attempt failed: %s", SPI_result_code_string(rc));
-	if (SPI_processed == 0)
-		return 0;
-	d = pe_spi_getdatum(0, 4, &isnull);
-	return isnull ? 0 : pe_intent_key_attempt(TextDatumGetCString(d));
+	return current_intent_lookup(payment_id) ? current_key_attempt() : 0;
 }
 
 /*

@@ -22,6 +22,7 @@
 #ifndef PE_VAULT_H
 #define PE_VAULT_H
 
+#include "catalog/pg_attribute.h"
 #include "utils/guc.h"
 
 /* SQLSTATEs of class PE (payment_ext), listed in README */
@@ -30,6 +31,9 @@
 
 /* The prefix of every sealed value */
 #define PE_SEALED_PREFIX			"pe1:"
+
+/* The prefix of every sealed column of the spec's tables ("Encrypted...") */
+#define PE_SEALED_COLUMN_PREFIX		"Encrypted"
 
 /* sealing */
 extern char *pe_seal(const char *plaintext, const char *context);
@@ -40,6 +44,9 @@ extern char *pe_vault_context(const char *table, const char *column,
 							  const char *row_id);
 extern const char *pe_newest_key_id(void);
 extern char *pe_vault_key_id_of(const char *sealed);
+
+/* sealed.c: is att a sealed column ("Encrypted..." text)? */
+extern bool pe_sealed_column(Form_pg_attribute att);
 
 /*
  * key rotation (rotate.c): the lock one rotation holds while it runs, an

@@ -394,20 +394,13 @@ event_id_valid(const char *s)
 }
 
 /* SQL function: payment.handle_webhook(text, text) returns text */
-static Datum handle_webhook_body(PG_FUNCTION_ARGS);
-
-PG_FUNCTION_INFO_V1(pe_handle_webhook);
-Datum
-pe_handle_webhook(PG_FUNCTION_ARGS)
-{
-	/* no constraint violation shows a row (see pe_call_redacted) */
-	return pe_call_redacted(handle_webhook_body, fcinfo);
-}
+PE_REDACTED_FUNCTION(pe_handle_webhook, handle_webhook_body);
 
 /* The body of pe_handle_webhook. */
 static Datum
 handle_webhook_body(PG_FUNCTION_ARGS)
 {
+	static const char *const argnames[] = {"payload", "signature_header"};
 	text	   *payload_t;
 	char	   *payload;
 	size_t		plen;
@@ -423,8 +416,7 @@ handle_webhook_body(PG_FUNCTION_ARGS)
 	char		nulls[7] = {' ', ' ', ' ', ' ', ' ', ' ', ' '};
 	int			rc;
 
-	pe_check_arg_not_null(fcinfo, 0, "payload");
-	pe_check_arg_not_null(fcinfo, 1, "signature_header");
+	pe_check_args_not_null(fcinfo, argnames, lengthof(argnames));
 	payload_t = PG_GETARG_TEXT_PP(0);
 	payload = VARDATA_ANY(payload_t);
 	plen = VARSIZE_ANY_EXHDR(payload_t);
