@@ -25,10 +25,13 @@ OBJS = \
 	src/base/status.o \
 	src/base/security.o \
 	src/guard/cardguard.o \
+	src/audit/relmap.o \
 	src/audit/audit.o \
 	src/audit/context.o \
 	src/audit/describe.o \
+	src/audit/hash.o \
 	src/audit/chain.o \
+	src/audit/verify.o \
 	src/audit/store.o \
 	src/rules/pricing.o \
 	src/rules/state.o \
@@ -49,10 +52,17 @@ OBJS = \
 	src/api/client_secret.o \
 	src/api/operations.o \
 	src/outbox/http.o \
+	src/outbox/status.o \
+	src/outbox/state.o \
 	src/outbox/request.o \
-	src/outbox/worker.o \
+	src/outbox/claim.o \
+	src/outbox/send.o \
+	src/outbox/outcome.o \
+	src/outbox/record_intent.o \
+	src/outbox/record_refund.o \
 	src/outbox/record.o \
 	src/outbox/settle.o \
+	src/outbox/worker.o \
 	src/webhook/webhook.o \
 	src/webhook/apply.o \
 	src/payment_ext.o

@@ -302,8 +302,8 @@ _PG_init(void)
 							   NULL);
 
 	/*
-	 * Operations (operations.c).  Superuser-only to set; restoring is also
-	 * honoured only in a superuser's session.
+	 * Operations (api/operations.c, base/xact.c).  Superuser-only to set;
+	 * restoring is also honoured only in a superuser's session.
 	 */
 	DefineCustomBoolVariable("payment_ext.restoring",
 							 gettext_noop("Load rows into the extension's tables exactly as given (pg_restore)."),

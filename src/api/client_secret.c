@@ -70,16 +70,9 @@ pe_client_secret(PG_FUNCTION_ARGS)
 	char	   *secret;
 	text	   *result;
 	MemoryContext callercxt = CurrentMemoryContext;
-	int			rc;
 
 	SPI_connect();
-	rc = SPI_execute_plan(pe_plan(&client_secret_plan), &payment_id, NULL, true, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "looking up the payment failed: %s", SPI_result_code_string(rc));
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("payment %s does not exist", pid)));
+	pe_spi_find_payment(&client_secret_plan, payment_id, true);
 	owner = pe_spi_getdatum(0, 1, &isnull);
 	if (!client_secret_allowed(owner))
 	{

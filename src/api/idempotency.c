@@ -117,6 +117,25 @@ pe_check_idempotency_key(const char *key)
 }
 
 /*
+ * pe_idem_key_arg
+ *		The idempotency key of the call, argument argno, checked, with *h
+ *		started for the hash of the call's arguments; NULL (h untouched)
+ *		when the argument is NULL.
+ */
+char *
+pe_idem_key_arg(FunctionCallInfo fcinfo, int argno, PeArgHash *h)
+{
+	char	   *key;
+
+	if (PG_ARGISNULL(argno))
+		return NULL;
+	key = text_to_cstring(PG_GETARG_TEXT_PP(argno));
+	pe_check_idempotency_key(key);
+	pe_arghash_init(h);
+	return key;
+}
+
+/*
  * pe_idem_claim
  *		Claim key for operation with the arguments' hash and the id the new
  *		row will have.  Returns true when the key was already used with the

@@ -185,7 +185,8 @@ create_body(PG_FUNCTION_ARGS)
 	int32		method_type;
 	char	   *stripe_pm = NULL;
 	bool		has_saved = !PG_ARGISNULL(7);
-	char	   *idem_key = NULL;
+	char	   *idem_key;
+	PeArgHash	h;
 	Datum		metadata;
 	Numeric		amount;
 	bool		zero;
@@ -233,13 +234,9 @@ create_body(PG_FUNCTION_ARGS)
 		method_type = 0;		/* a saved method is a SavedCard */
 	pe_check_metadata_object(metadata, "metadata");
 	pe_guard_jsonb(DatumGetJsonbP(metadata), "metadata");
-	if (!PG_ARGISNULL(8))
+	idem_key = pe_idem_key_arg(fcinfo, 8, &h);
+	if (idem_key != NULL)
 	{
-		PeArgHash	h;
-
-		idem_key = text_to_cstring(PG_GETARG_TEXT_PP(8));
-		pe_check_idempotency_key(idem_key);
-		pe_arghash_init(&h);
 		pe_arghash_add(&h, pe_uuid_text(DatumGetUUIDP(registration_id)));
 		pe_arghash_add(&h, pe_uuid_text(DatumGetUUIDP(user_id)));
 		pe_arghash_add_numeric(&h, full_price);
@@ -363,7 +360,7 @@ static PePlan retry_forget_intent_plan = {
 
 /*
  * The newest create's request, as payment.create made it: a withdrawn
- * create's probe (outbox.h) gets its confirm back.
+ * create's probe (stripe/stripe.h) gets its confirm back.
  */
 static PePlan retry_request_plan = {
 	"SELECT (CASE WHEN request ? 'metadata[withdrawn]'"
@@ -400,13 +397,7 @@ retry_body(PG_FUNCTION_ARGS)
 	payment_id = PG_GETARG_DATUM(0);
 
 	SPI_connect();
-	rc = SPI_execute_plan(pe_plan(&retry_lookup_plan), &payment_id, NULL, false, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "looking up the payment failed");
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("payment %s does not exist", pe_uuid_text(DatumGetUUIDP(payment_id)))));
+	pe_spi_find_payment(&retry_lookup_plan, payment_id, false);
 	status = DatumGetInt32(pe_spi_getdatum(0, 1, &isnull));
 	registration_id = pe_spi_getdatum(0, 2, &isnull);
 	if (status != PE_PAYMENT_FAILED)

@@ -66,7 +66,8 @@ refund_body(PG_FUNCTION_ARGS)
 	Numeric		amount;
 	char	   *reason;
 	Datum		processed_by;
-	char	   *idem_key = NULL;
+	char	   *idem_key;
+	PeArgHash	h;
 	bytea	   *hash = NULL;
 	Datum		refund_id;
 	Datum		existing;
@@ -83,13 +84,9 @@ refund_body(PG_FUNCTION_ARGS)
 	pe_check_money(amount, "amount", false);
 	pe_check_refund_reason(reason);
 	pe_guard_text(reason, "reason");
-	if (!PG_ARGISNULL(4))
+	idem_key = pe_idem_key_arg(fcinfo, 4, &h);
+	if (idem_key != NULL)
 	{
-		PeArgHash	h;
-
-		idem_key = text_to_cstring(PG_GETARG_TEXT_PP(4));
-		pe_check_idempotency_key(idem_key);
-		pe_arghash_init(&h);
 		pe_arghash_add(&h, pe_uuid_text(DatumGetUUIDP(payment_id)));
 		pe_arghash_add_numeric(&h, amount);
 		pe_arghash_add(&h, reason);
@@ -103,13 +100,7 @@ refund_body(PG_FUNCTION_ARGS)
 	if (pe_idem_replay("refund", idem_key, hash, refund_id, &existing))
 		PG_RETURN_DATUM(existing);
 
-	rc = SPI_execute_plan(pe_plan(&refund_payment_plan), &payment_id, NULL, false, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "looking up the payment failed");
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("payment %s does not exist", pe_uuid_text(DatumGetUUIDP(payment_id)))));
+	pe_spi_find_payment(&refund_payment_plan, payment_id, false);
 	currency = TextDatumGetCString(pe_spi_getdatum(0, 1, &isnull));
 	{
 		Datum		sealed = pe_spi_getdatum(0, 2, &isnull);

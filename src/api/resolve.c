@@ -131,13 +131,7 @@ resolve_body(PG_FUNCTION_ARGS)
 
 	SPI_connect();
 	args[0] = UUIDPGetDatum(id);
-	rc = SPI_execute_plan(pe_plan(&resolve_lock_plan), args, NULL, false, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "locking the payment failed: %s", SPI_result_code_string(rc));
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("payment %s does not exist", pe_uuid_text(id))));
+	pe_spi_find_payment(&resolve_lock_plan, args[0], false);
 	old_status = DatumGetInt32(pe_spi_getdatum(0, 1, &isnull));
 	if (old_status == new_status || old_status == PE_PAYMENT_NOT_REQUIRED)
 	{
@@ -172,7 +166,7 @@ resolve_body(PG_FUNCTION_ARGS)
 	 * 1): its requests still waiting in the outbox are withdrawn (a probe
 	 * replaces one that may have reached Stripe, stripe.h), and a Failed
 	 * one's unfinished PaymentIntent is canceled.  A request the worker is
-	 * sending right now is settled by its answer (outbox/record.c).
+	 * sending right now is settled by its answer (outbox/record_intent.c).
 	 */
 	if (new_status != PE_PAYMENT_PENDING)
 	{

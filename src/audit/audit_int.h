@@ -97,6 +97,13 @@ typedef struct AuditRequest
 	StringInfoData notes;		/* appended to the description */
 } AuditRequest;
 
+/* relmap.c: the map of an audited relation, and a row as jsonb */
+extern AuditRelCache *pe_audit_relmap(Relation rel);
+extern void pe_audit_relmap_inval(Oid relid);
+extern bool pe_audit_datum_equal(AuditColumn *col, Datum a, Datum b);
+extern Jsonb *pe_audit_row_json(AuditRelCache *entry, Datum *values, bool *nulls,
+								bool *include);
+
 /* describe.c: "ActionType" and "ActionDescription" of a row change */
 extern void pe_audit_classify_insert(AuditEntry *e, AuditRelCache *entry,
 									 Datum *values, bool *nulls);
@@ -182,5 +189,32 @@ extern void pe_audit_chain_link(Relation rel, Datum *values, bool *nulls);
 
 /* relcache invalidation of relid (InvalidOid: all) for chain.c */
 extern void pe_audit_chain_relcache_inval(Oid relid);
+
+/* hash.c: the hashed columns, in hashing order; version "pe-audit-v1" */
+#define CHAIN_MAGIC				"pe-audit-v1"
+#define CHAIN_HASH_LEN			32
+#define CHAIN_NCOLUMNS			16
+#define CHAIN_COL_ID		0
+#define CHAIN_COL_PAYMENT	1
+#define CHAIN_COL_USER		2
+#define CHAIN_COL_IP		7
+#define CHAIN_COL_AGENT		8
+#define CHAIN_COL_CREATED	9
+#define CHAIN_COL_ROW		11
+#define CHAIN_COL_SESSION	12
+#define CHAIN_COL_CURRENT	13
+#define CHAIN_COL_SEQ		14
+#define CHAIN_COL_PREV		15
+
+typedef struct ChainColumn
+{
+	const char *name;
+	Oid			typid;
+} ChainColumn;
+
+extern const ChainColumn pe_audit_chain_columns[CHAIN_NCOLUMNS];
+extern void pe_audit_chain_hash(Datum *values, bool *nulls, unsigned char *out);
+extern bytea *pe_audit_chain_bytea(const unsigned char *data, int len);
+extern void pe_audit_system_chain_id(pg_uuid_t *id);
 
 #endif							/* PE_AUDIT_INT_H */

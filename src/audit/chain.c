@@ -2,33 +2,22 @@
  *
  * chain.c
  *		Tamper evidence for "PaymentAuditLog": the BEFORE INSERT trigger that
- *		links every new row into a SHA-256 hash chain, and
- *		payment.verify_audit(), which recomputes the chains.
+ *		links every new row into a SHA-256 hash chain (the row's hash is
+ *		hash.c's; payment.verify_audit(), which recomputes the chains, is
+ *		verify.c).
  *
  * A chain is identified by "PaymentId", else "RowId" (a saved payment
  * method, a deleted payment), else the nil uuid (the system chain: TRUNCATE,
  * key rotation summaries).  Each row gets "ChainSeq" (1, 2, ...),
  * "PrevHash" (the previous row's "RowHash", NULL for the first) and
- *
- *	 "RowHash" = SHA-256("pe-audit-v1" || encode(col_1) || ... || encode(col_16))
- *
- * over the columns of chain_columns[] below, "ChainSeq" and "PrevHash"
- * included.  encode() is 0x00 for NULL, else 0x01, a 4-byte big-endian
- * length and the value in a form that depends on no setting: uuid as its 16
- * bytes, text as its bytes in the server encoding, jsonb as its canonical
- * text, inet as family, bits and address bytes, timestamptz and bigint as
- * 8-byte big-endian integers, bytea as its bytes.  (The types' binary send
- * forms would convert text to the client encoding, so they are not used
- * for text and jsonb.)  payment.audit_chain_heads holds each chain's newest
- * sequence number and hash, so rows removed from the end are noticed too.
+ * "RowHash", the SHA-256 of its canonical encoding (hash.c).
+ * payment.audit_chain_heads holds each chain's newest sequence number and
+ * hash, so rows removed from the end are noticed too.
  *
  * Who wrote a row and when ("SessionUser", "CurrentUser", "UserId",
  * "IpAddress", "UserAgent", "CreatedAt") is set here from the server's own
  * state, on both paths (the trigger and the audit writer's direct write),
- * whatever the INSERT said: see chain_set_provenance.  payment.verify_audit
- * also requires every payment and saved payment method that exists to have
- * a chain that starts with the row of its creation, so deleting a whole
- * chain and its head does not go unnoticed.
+ * whatever the INSERT said: see chain_set_provenance.
  *
  * Invariants:
  *	- Appends to one chain are serialised for the rest of the appending
@@ -50,8 +39,6 @@
  *	  errors abort the transaction, which restores the user id.
  *	- This must be the last BEFORE INSERT trigger of the table: it hashes the
  *	  row as it will be stored.
- *	- The EVP_MD is fetched once per backend; hashing is one-shot
- *	  (EVP_Digest), so no OpenSSL context can leak on error.
  *
  * IDENTIFICATION
  *		src/audit/chain.c
@@ -103,51 +90,8 @@
  * Constants
  * ---------------------------------------------------------------------------
  */
-#define CHAIN_MAGIC				"pe-audit-v1"
-#define CHAIN_HASH_LEN			32
 /* advisory lock space of the chain locks (locktag field4, "PE") */
 #define PE_AUDIT_LOCK_SPACE		0x5045
-/* rows fetched per batch by payment.verify_audit */
-#define VERIFY_BATCH			1000
-
-/* the hashed columns, in hashing order; version "pe-audit-v1" */
-typedef struct ChainColumn
-{
-	const char *name;
-	Oid			typid;
-} ChainColumn;
-
-static const ChainColumn chain_columns[] = {
-	{"Id", UUIDOID},
-	{"PaymentId", UUIDOID},
-	{"UserId", UUIDOID},
-	{"ActionType", VARCHAROID},
-	{"ActionDescription", TEXTOID},
-	{"OldValues", JSONBOID},
-	{"NewValues", JSONBOID},
-	{"IpAddress", INETOID},
-	{"UserAgent", TEXTOID},
-	{"CreatedAt", TIMESTAMPTZOID},
-	{"TableName", TEXTOID},
-	{"RowId", UUIDOID},
-	{"SessionUser", TEXTOID},
-	{"CurrentUser", TEXTOID},
-	{"ChainSeq", INT8OID},
-	{"PrevHash", BYTEAOID}
-};
-
-#define CHAIN_NCOLUMNS		lengthof(chain_columns)
-#define CHAIN_COL_ID		0
-#define CHAIN_COL_PAYMENT	1
-#define CHAIN_COL_USER		2
-#define CHAIN_COL_IP		7
-#define CHAIN_COL_AGENT		8
-#define CHAIN_COL_CREATED	9
-#define CHAIN_COL_ROW		11
-#define CHAIN_COL_SESSION	12
-#define CHAIN_COL_CURRENT	13
-#define CHAIN_COL_SEQ		14
-#define CHAIN_COL_PREV		15
 
 /* ---------------------------------------------------------------------------
  * Backend state
@@ -176,8 +120,6 @@ static Oid	chain_heads_relid = InvalidOid;
 /* the payment whose row lock the row trigger holds (see audit.h) */
 static bool chain_prelocked_valid = false;
 static pg_uuid_t chain_prelocked;
-
-static EVP_MD *chain_sha256 = NULL;
 
 /* the audit writer's provenance while it inserts (see audit.h) */
 static const AuditWriter *chain_writer = NULL;
@@ -227,133 +169,6 @@ pe_audit_chain_relcache_inval(Oid relid)
 		chain_heads_relid = InvalidOid;
 }
 
-/* The nil uuid, id of the system chain. */
-static void
-chain_system_id(pg_uuid_t *id)
-{
-	memset(id->data, 0, UUID_LEN);
-}
-
-/* ---------------------------------------------------------------------------
- * Canonical encoding and hashing
- * ---------------------------------------------------------------------------
- */
-
-/*
- * chain_encode
- *		Append the canonical encoding of the hashed columns (values and nulls
- *		in chain_columns[] order) to buf.  See the file header.
- */
-static void
-chain_encode(StringInfo buf, Datum *values, bool *nulls)
-{
-	int			i;
-
-	appendBinaryStringInfo(buf, CHAIN_MAGIC, strlen(CHAIN_MAGIC));
-	for (i = 0; i < (int) CHAIN_NCOLUMNS; i++)
-	{
-		Datum		v = values[i];
-		int			lenpos;
-		int			start;
-		uint32		len;
-
-		if (nulls[i])
-		{
-			appendStringInfoChar(buf, '\0');
-			continue;
-		}
-		appendStringInfoChar(buf, '\1');
-		lenpos = buf->len;
-		appendBinaryStringInfo(buf, "\0\0\0\0", 4);
-		start = buf->len;
-
-		switch (chain_columns[i].typid)
-		{
-			case UUIDOID:
-				appendBinaryStringInfo(buf, (char *) DatumGetUUIDP(v)->data,
-									   UUID_LEN);
-				break;
-			case TEXTOID:
-			case VARCHAROID:
-			case BYTEAOID:
-				{
-					struct varlena *t = PG_DETOAST_DATUM_PACKED(v);
-
-					appendBinaryStringInfo(buf, VARDATA_ANY(t),
-										   VARSIZE_ANY_EXHDR(t));
-				}
-				break;
-			case JSONBOID:
-				{
-					Jsonb	   *jb = DatumGetJsonbP(v);
-
-					(void) JsonbToCString(buf, &jb->root, VARSIZE(jb));
-				}
-				break;
-			case INETOID:
-				{
-					inet	   *ip = DatumGetInetPP(v);
-
-					appendStringInfoChar(buf, (char) ip_family(ip));
-					appendStringInfoChar(buf, (char) ip_bits(ip));
-					appendBinaryStringInfo(buf, (char *) ip_addr(ip),
-										   ip_addrsize(ip));
-				}
-				break;
-			case TIMESTAMPTZOID:
-			case INT8OID:
-				{
-					uint64		n = pg_hton64((uint64) DatumGetInt64(v));
-
-					appendBinaryStringInfo(buf, (char *) &n, sizeof(n));
-				}
-				break;
-			default:
-				elog(ERROR, "unexpected type %u in the audit hash",
-					 chain_columns[i].typid);
-		}
-		len = pg_hton32((uint32) (buf->len - start));
-		memcpy(buf->data + lenpos, &len, 4);
-	}
-}
-
-/* SHA-256 of values (chain_columns[] order) into out. */
-static void
-chain_hash(Datum *values, bool *nulls, unsigned char *out)
-{
-	StringInfoData buf;
-	unsigned int len = 0;
-
-	if (chain_sha256 == NULL)
-	{
-		chain_sha256 = EVP_MD_fetch(NULL, "SHA256", NULL);
-		if (chain_sha256 == NULL)
-			ereport(ERROR,
-					(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-					 errmsg("could not load the SHA-256 digest from OpenSSL")));
-	}
-
-	initStringInfo(&buf);
-	chain_encode(&buf, values, nulls);
-	if (EVP_Digest(buf.data, buf.len, out, &len, chain_sha256, NULL) != 1 ||
-		len != CHAIN_HASH_LEN)
-		ereport(ERROR,
-				(errcode(ERRCODE_EXTERNAL_ROUTINE_EXCEPTION),
-				 errmsg("could not compute a SHA-256 digest")));
-	pfree(buf.data);
-}
-
-/* a bytea of len bytes */
-static bytea *
-chain_bytea(const unsigned char *data, int len)
-{
-	bytea	   *result = palloc(VARHDRSZ + len);
-
-	SET_VARSIZE(result, VARHDRSZ + len);
-	memcpy(VARDATA(result), data, len);
-	return result;
-}
-
 /* ---------------------------------------------------------------------------
  * The chain trigger
  * ---------------------------------------------------------------------------
@@ -384,7 +199,7 @@ chain_load_attrs(Relation rel)
 	if (chain_attrs.valid && chain_attrs.relid == RelationGetRelid(rel))
 		return;
 	for (i = 0; i < (int) CHAIN_NCOLUMNS; i++)
-		chain_attrs.att[i] = chain_column(rel, chain_columns[i].name, chain_columns[i].typid);
+		chain_attrs.att[i] = chain_column(rel, pe_audit_chain_columns[i].name, pe_audit_chain_columns[i].typid);
 	chain_attrs.att_rowhash = chain_column(rel, "RowHash", BYTEAOID);
 	chain_attrs.relid = RelationGetRelid(rel);
 	chain_attrs.valid = true;
@@ -538,7 +353,7 @@ chain_head_store(Relation heads, const pg_uuid_t *chain, bool found,
 
 	values[HEADS_ATT_CHAIN - 1] = UUIDPGetDatum(chain);
 	values[HEADS_ATT_SEQ - 1] = Int64GetDatum(seq);
-	values[HEADS_ATT_HASH - 1] = PointerGetDatum(chain_bytea(hash, CHAIN_HASH_LEN));
+	values[HEADS_ATT_HASH - 1] = PointerGetDatum(pe_audit_chain_bytea(hash, CHAIN_HASH_LEN));
 	values[HEADS_ATT_UPDATED - 1] = TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 	tuple = heap_form_tuple(RelationGetDescr(heads), values, nulls);
 
@@ -667,7 +482,7 @@ pe_audit_chain_lock_payment(Relation rel, const pg_uuid_t *payment)
 
 /*
  * chain_set_provenance
- *		Overwrite who wrote the row and when (hashed columns, chain_columns[]
+ *		Overwrite who wrote the row and when (hashed columns, pe_audit_chain_columns[]
  *		order) with the server's own state: the audit writer's registration
  *		(what it computed before it switched to the log's owner), else this
  *		session's roles and request context, with no application user (an
@@ -763,7 +578,7 @@ pe_audit_chain_link(Relation rel, Datum *values, bool *nulls)
 		is_row = true;
 	}
 	else
-		chain_system_id(&chain);
+		pe_audit_system_chain_id(&chain);
 
 	/*
 	 * A row's own chain needs no lock of its own: the audited write holds
@@ -792,9 +607,9 @@ pe_audit_chain_link(Relation rel, Datum *values, bool *nulls)
 	hvalues[CHAIN_COL_SEQ] = Int64GetDatum(seq);
 	hnulls[CHAIN_COL_SEQ] = false;
 	hvalues[CHAIN_COL_PREV] =
-		have_prev ? PointerGetDatum(chain_bytea(prev, CHAIN_HASH_LEN)) : (Datum) 0;
+		have_prev ? PointerGetDatum(pe_audit_chain_bytea(prev, CHAIN_HASH_LEN)) : (Datum) 0;
 	hnulls[CHAIN_COL_PREV] = !have_prev;
-	chain_hash(hvalues, hnulls, hash);
+	pe_audit_chain_hash(hvalues, hnulls, hash);
 
 	/* advance the head, only from the position read above */
 	chain_head_store(heads, &chain, found, &tid, seq, hash);
@@ -814,7 +629,7 @@ pe_audit_chain_link(Relation rel, Datum *values, bool *nulls)
 	nulls[chain_attrs.att[CHAIN_COL_SEQ] - 1] = false;
 	values[chain_attrs.att[CHAIN_COL_PREV] - 1] = hvalues[CHAIN_COL_PREV];
 	nulls[chain_attrs.att[CHAIN_COL_PREV] - 1] = !have_prev;
-	values[chain_attrs.att_rowhash - 1] = PointerGetDatum(chain_bytea(hash, CHAIN_HASH_LEN));
+	values[chain_attrs.att_rowhash - 1] = PointerGetDatum(pe_audit_chain_bytea(hash, CHAIN_HASH_LEN));
 	nulls[chain_attrs.att_rowhash - 1] = false;
 }
 
@@ -880,371 +695,3 @@ pe_audit_chain_trigger(PG_FUNCTION_ARGS)
 	return PointerGetDatum(heap_form_tuple(tupdesc, values, nulls));
 }
 
-/* ---------------------------------------------------------------------------
- * payment.verify_audit
- * ---------------------------------------------------------------------------
- */
-
-/* state of the chain being verified */
-typedef struct VerifyChain
-{
-	bool		active;
-	pg_uuid_t	id;
-	bool		broken;
-	int64		expected;		/* next expected "ChainSeq" */
-	bool		have_last;
-	pg_uuid_t	last_row;
-	int64		last_seq;
-	unsigned char last_hash[CHAIN_HASH_LEN];
-} VerifyChain;
-
-/* NOTICE naming the first bad row of a chain */
-static void
-verify_report(VerifyChain *vc, const pg_uuid_t *row, const char *detail)
-{
-	vc->broken = true;
-	ereport(NOTICE,
-			(errcode(ERRCODE_DATA_CORRUPTED),
-			 errmsg("audit chain %s is broken at row %s",
-					pe_uuid_text(&vc->id), pe_uuid_text(row)),
-			 errdetail_internal("%s", detail)));
-}
-
-/*
- * verify_finish_chain
- *		The chain's newest row must be its head.  Caller is connected to SPI.
- */
-static void
-verify_finish_chain(VerifyChain *vc, SPIPlanPtr head_plan)
-{
-	Datum		arg;
-	int			ret;
-
-	if (!vc->active || vc->broken)
-		return;
-	arg = UUIDPGetDatum(&vc->id);
-	ret = SPI_execute_plan(head_plan, &arg, NULL, true, 1);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
-	if (SPI_processed == 0)
-		verify_report(vc, &vc->last_row,
-					  "The chain has no head in payment.audit_chain_heads: it was removed, or the rows were inserted without the chain trigger.");
-	else
-	{
-		bool		isnull;
-		int64		head_seq;
-		bytea	   *head_hash;
-
-		head_seq = DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-											   SPI_tuptable->tupdesc, 1, &isnull));
-		head_hash = DatumGetByteaPP(SPI_getbinval(SPI_tuptable->vals[0],
-												  SPI_tuptable->tupdesc, 2, &isnull));
-		if (head_seq != vc->last_seq)
-			verify_report(vc, &vc->last_row,
-						  psprintf("The newest row is at position " INT64_FORMAT " but the chain's head records position " INT64_FORMAT ": rows were removed from the end of the chain.",
-								   vc->last_seq, head_seq));
-		else if (VARSIZE_ANY_EXHDR(head_hash) != CHAIN_HASH_LEN ||
-				 memcmp(VARDATA_ANY(head_hash), vc->last_hash, CHAIN_HASH_LEN) != 0)
-			verify_report(vc, &vc->last_row,
-						  "The newest row is not the row the chain's head records: it was replaced.");
-	}
-	SPI_freetuptable(SPI_tuptable);
-}
-
-/*
- * verify_row
- *		Check one row (canonical values, its "RowHash") against the chain.
- */
-static void
-verify_row(VerifyChain *vc, Datum *values, bool *nulls, bool hash_isnull,
-		   bytea *rowhash)
-{
-	pg_uuid_t	row;
-	int64		seq;
-	unsigned char hash[CHAIN_HASH_LEN];
-
-	memcpy(&row, DatumGetUUIDP(values[CHAIN_COL_ID]), sizeof(row));
-	if (hash_isnull || nulls[CHAIN_COL_SEQ])
-	{
-		verify_report(vc, &row,
-					  "The row has no hash: it was inserted while the chain trigger was disabled, or its hash was removed.");
-		return;
-	}
-	seq = DatumGetInt64(values[CHAIN_COL_SEQ]);
-	if (seq > vc->expected)
-	{
-		verify_report(vc, &row,
-					  psprintf("The row is at position " INT64_FORMAT " where position " INT64_FORMAT " was expected: rows before it were removed.",
-							   seq, vc->expected));
-		return;
-	}
-	if (seq < vc->expected)
-	{
-		verify_report(vc, &row,
-					  psprintf("The row repeats position " INT64_FORMAT " of the chain: rows were duplicated or reordered.",
-							   seq));
-		return;
-	}
-	if (vc->expected == 1 ? !nulls[CHAIN_COL_PREV] :
-		(nulls[CHAIN_COL_PREV] ||
-		 VARSIZE_ANY_EXHDR(DatumGetByteaPP(values[CHAIN_COL_PREV])) != CHAIN_HASH_LEN ||
-		 memcmp(VARDATA_ANY(DatumGetByteaPP(values[CHAIN_COL_PREV])),
-				vc->last_hash, CHAIN_HASH_LEN) != 0))
-	{
-		verify_report(vc, &row,
-					  "The row does not follow the previous row of its chain (\"PrevHash\" differs): rows were reordered, removed or replaced.");
-		return;
-	}
-	chain_hash(values, nulls, hash);
-	if (VARSIZE_ANY_EXHDR(rowhash) != CHAIN_HASH_LEN ||
-		memcmp(VARDATA_ANY(rowhash), hash, CHAIN_HASH_LEN) != 0)
-	{
-		verify_report(vc, &row,
-					  "The row's content does not match its \"RowHash\": the row was changed.");
-		return;
-	}
-	vc->expected = seq + 1;
-	vc->have_last = true;
-	vc->last_row = row;
-	vc->last_seq = seq;
-	memcpy(vc->last_hash, hash, CHAIN_HASH_LEN);
-}
-
-/* NOTICE for a chain whose head remains but whose rows are all gone */
-static void
-verify_report_lost(const pg_uuid_t *chain, int64 seq)
-{
-	ereport(NOTICE,
-			(errcode(ERRCODE_DATA_CORRUPTED),
-			 errmsg("audit chain %s has lost all its rows", pe_uuid_text(chain)),
-			 errdetail("Its head records position " INT64_FORMAT ".", seq)));
-}
-
-/*
- * verify_creations
- *		Every row of "Payments" and "PaymentMethods" (or only target, when
- *		not NULL) must have a chain that starts with the row of its creation:
- *		position 1 of its chain, "TableName" the row's table and "RowId" the
- *		row.  A chain deleted with its head leaves nothing else to notice.
- *		False, with a NOTICE per row, when one has none.  Caller is connected
- *		to SPI; log is the quoted, qualified "PaymentAuditLog".
- */
-static bool
-verify_creations(const char *log, pg_uuid_t *target)
-{
-	const char *schema = pe_extension_schema();
-	StringInfoData sql;
-	Oid			uuidarg[1] = {UUIDOID};
-	Datum		arg = target != NULL ? UUIDPGetDatum(target) : (Datum) 0;
-	bool		ok = true;
-	uint64		r;
-	int			ret;
-
-	initStringInfo(&sql);
-	appendStringInfo(&sql,
-					 "SELECT 'payment', p.\"Id\" FROM %s p "
-					 "WHERE %s NOT EXISTS (SELECT 1 FROM %s a "
-					 "WHERE a.\"PaymentId\" OPERATOR(pg_catalog.=) p.\"Id\" "
-					 "AND a.\"ChainSeq\" OPERATOR(pg_catalog.=) 1::pg_catalog.int8 "
-					 "AND a.\"TableName\" OPERATOR(pg_catalog.=) 'Payments'::pg_catalog.text "
-					 "AND a.\"RowId\" OPERATOR(pg_catalog.=) p.\"Id\") "
-					 "UNION ALL "
-					 "SELECT 'saved payment method', m.\"Id\" FROM %s m "
-					 "WHERE %s NOT EXISTS (SELECT 1 FROM %s a "
-					 "WHERE a.\"PaymentId\" IS NULL "
-					 "AND a.\"RowId\" OPERATOR(pg_catalog.=) m.\"Id\" "
-					 "AND a.\"ChainSeq\" OPERATOR(pg_catalog.=) 1::pg_catalog.int8 "
-					 "AND a.\"TableName\" OPERATOR(pg_catalog.=) 'PaymentMethods'::pg_catalog.text) "
-					 "ORDER BY 1, 2",
-					 quote_qualified_identifier(schema, "Payments"),
-					 target != NULL ? "p.\"Id\" OPERATOR(pg_catalog.=) $1 AND" : "",
-					 log,
-					 quote_qualified_identifier(schema, "PaymentMethods"),
-					 target != NULL ? "m.\"Id\" OPERATOR(pg_catalog.=) $1 AND" : "",
-					 log);
-	ret = SPI_execute_with_args(sql.data, target != NULL ? 1 : 0, uuidarg,
-								&arg, NULL, true, 0);
-	if (ret != SPI_OK_SELECT)
-		elog(ERROR, "SPI_execute_with_args failed: %s", SPI_result_code_string(ret));
-	for (r = 0; r < SPI_processed; r++)
-	{
-		bool		isnull;
-		char	   *what = SPI_getvalue(SPI_tuptable->vals[r], SPI_tuptable->tupdesc, 1);
-
-		ereport(NOTICE,
-				(errcode(ERRCODE_DATA_CORRUPTED),
-				 errmsg("%s %s has no audit chain starting with its creation", what,
-						pe_uuid_text(DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[r],
-																	 SPI_tuptable->tupdesc, 2,
-																	 &isnull)))),
-				 errdetail("The rows of its chain were removed (with the chain's head, or from its start).")));
-		ok = false;
-	}
-	SPI_freetuptable(SPI_tuptable);
-	pfree(sql.data);
-	return ok;
-}
-
-/* SQL function: payment.verify_audit(uuid DEFAULT NULL) returns boolean */
-PG_FUNCTION_INFO_V1(pe_verify_audit);
-Datum
-pe_verify_audit(PG_FUNCTION_ARGS)
-{
-	bool		all = PG_ARGISNULL(0);
-	pg_uuid_t  *target = all ? NULL : PG_GETARG_UUID_P(0);
-	char	   *log;
-	StringInfoData sql;
-	Portal		portal;
-	SPIPlanPtr	head_plan;
-	Oid			uuidarg[1] = {UUIDOID};
-	Datum		arg;
-	VerifyChain vc;
-	bool		ok = true;
-	MemoryContext rowcxt;
-	MemoryContext oldcxt;
-	uint64		r;
-	int			i;
-	int			ret;
-
-	log = quote_qualified_identifier(pe_extension_schema(),
-									 "PaymentAuditLog");
-
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-
-	initStringInfo(&sql);
-	appendStringInfoString(&sql, "SELECT ");
-	for (i = 0; i < (int) CHAIN_NCOLUMNS; i++)
-		appendStringInfo(&sql, "a.%s, ", quote_identifier(chain_columns[i].name));
-	appendStringInfo(&sql,
-					 "a.\"RowHash\", "
-					 "COALESCE(a.\"PaymentId\", a.\"RowId\", '%s'::pg_catalog.uuid) AS chain "
-					 "FROM %s a ",
-					 PE_AUDIT_SYSTEM_CHAIN_TEXT, log);
-	if (!all)
-		appendStringInfo(&sql,
-						 "WHERE a.\"PaymentId\" OPERATOR(pg_catalog.=) $1 "
-						 "OR (a.\"PaymentId\" IS NULL AND a.\"RowId\" OPERATOR(pg_catalog.=) $1) "
-						 "OR (a.\"PaymentId\" IS NULL AND a.\"RowId\" IS NULL "
-						 "AND $1 OPERATOR(pg_catalog.=) '%s'::pg_catalog.uuid) ",
-						 PE_AUDIT_SYSTEM_CHAIN_TEXT);
-	appendStringInfoString(&sql,
-						   "ORDER BY chain, a.\"ChainSeq\" NULLS FIRST, a.\"Id\"");
-
-	head_plan = SPI_prepare("SELECT seq, row_hash FROM payment.audit_chain_heads "
-							"WHERE chain_id OPERATOR(pg_catalog.=) $1",
-							1, uuidarg);
-	if (head_plan == NULL)
-		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-
-	arg = all ? (Datum) 0 : UUIDPGetDatum(target);
-	portal = SPI_cursor_open_with_args(NULL, sql.data, all ? 0 : 1, uuidarg,
-									   &arg, NULL, true, 0);
-
-	rowcxt = AllocSetContextCreate(CurrentMemoryContext,
-								   "payment.verify_audit row",
-								   ALLOCSET_DEFAULT_SIZES);
-	memset(&vc, 0, sizeof(vc));
-
-	for (;;)
-	{
-		SPITupleTable *tuptable;
-		uint64		n;
-
-		SPI_cursor_fetch(portal, true, VERIFY_BATCH);
-		n = SPI_processed;
-		tuptable = SPI_tuptable;
-		if (n == 0)
-			break;
-		for (r = 0; r < n; r++)
-		{
-			HeapTuple	tup = tuptable->vals[r];
-			TupleDesc	desc = tuptable->tupdesc;
-			Datum		values[CHAIN_NCOLUMNS];
-			bool		nulls[CHAIN_NCOLUMNS];
-			bool		hash_isnull;
-			bool		chain_isnull;
-			Datum		rowhash;
-			pg_uuid_t  *chain;
-
-			oldcxt = MemoryContextSwitchTo(rowcxt);
-			for (i = 0; i < (int) CHAIN_NCOLUMNS; i++)
-				values[i] = SPI_getbinval(tup, desc, i + 1, &nulls[i]);
-			rowhash = SPI_getbinval(tup, desc, CHAIN_NCOLUMNS + 1, &hash_isnull);
-			chain = DatumGetUUIDP(SPI_getbinval(tup, desc, CHAIN_NCOLUMNS + 2,
-												&chain_isnull));
-
-			if (!vc.active || memcmp(vc.id.data, chain->data, UUID_LEN) != 0)
-			{
-				MemoryContextSwitchTo(oldcxt);
-				verify_finish_chain(&vc, head_plan);
-				ok = ok && !vc.broken;
-				MemoryContextSwitchTo(rowcxt);
-				memset(&vc, 0, sizeof(vc));
-				vc.active = true;
-				vc.expected = 1;
-				memcpy(&vc.id, chain, sizeof(pg_uuid_t));
-			}
-			if (!vc.broken)
-				verify_row(&vc, values, nulls, hash_isnull,
-						   hash_isnull ? NULL : DatumGetByteaPP(rowhash));
-			MemoryContextSwitchTo(oldcxt);
-			MemoryContextReset(rowcxt);
-		}
-		SPI_freetuptable(tuptable);
-	}
-	SPI_cursor_close(portal);
-	verify_finish_chain(&vc, head_plan);
-	ok = ok && !vc.broken;
-
-	/* heads whose chain has no row left */
-	if (all)
-	{
-		resetStringInfo(&sql);
-		appendStringInfo(&sql,
-						 "SELECT h.chain_id, h.seq FROM payment.audit_chain_heads h "
-						 "WHERE NOT EXISTS (SELECT 1 FROM %s a WHERE a.\"PaymentId\" OPERATOR(pg_catalog.=) h.chain_id) "
-						 "AND NOT EXISTS (SELECT 1 FROM %s a WHERE a.\"PaymentId\" IS NULL "
-						 "AND COALESCE(a.\"RowId\", '%s'::pg_catalog.uuid) OPERATOR(pg_catalog.=) h.chain_id) "
-						 "ORDER BY h.chain_id",
-						 log, log, PE_AUDIT_SYSTEM_CHAIN_TEXT);
-		ret = SPI_execute(sql.data, true, 0);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "SPI_execute failed: %s", SPI_result_code_string(ret));
-		for (r = 0; r < SPI_processed; r++)
-		{
-			bool		isnull;
-
-			verify_report_lost(DatumGetUUIDP(SPI_getbinval(SPI_tuptable->vals[r],
-														   SPI_tuptable->tupdesc, 1, &isnull)),
-							   DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[r],
-														   SPI_tuptable->tupdesc, 2, &isnull)));
-			ok = false;
-		}
-	}
-	else if (!vc.active)
-	{
-		ret = SPI_execute_plan(head_plan, &arg, NULL, true, 1);
-		if (ret != SPI_OK_SELECT)
-			elog(ERROR, "SPI_execute_plan failed: %s", SPI_result_code_string(ret));
-		if (SPI_processed == 1)
-		{
-			bool		isnull;
-
-			verify_report_lost(target,
-							   DatumGetInt64(SPI_getbinval(SPI_tuptable->vals[0],
-														   SPI_tuptable->tupdesc, 1, &isnull)));
-			ok = false;
-		}
-	}
-
-	/* every payment and saved method that exists has its chain */
-	if (!verify_creations(log, all ? NULL : target))
-		ok = false;
-
-	MemoryContextDelete(rowcxt);
-	SPI_freeplan(head_plan);
-	if (SPI_finish() != SPI_OK_FINISH)
-		elog(ERROR, "SPI_finish failed");
-	PG_RETURN_BOOL(ok);
-}

@@ -32,6 +32,7 @@
 
 #include "base/pg_compat.h"
 #include "base/spi.h"
+#include "base/text.h"
 
 static char *tables_schema = NULL;		/* quoted, in TopMemoryContext */
 static LocalTransactionId tables_schema_lxid = InvalidLocalTransactionId;
@@ -207,6 +208,22 @@ pe_spi_run(PePlan *p, Datum *args, const char *nulls, bool read_only, long count
 	if (rc < 0)
 		elog(ERROR, "%s failed: %s", what, SPI_result_code_string(rc));
 	return SPI_processed;
+}
+
+/*
+ * pe_spi_find_payment
+ *		Run p, a query of one payment whose id is its only argument $1 (it
+ *		may lock the row), and raise 02000 "payment <id> does not exist"
+ *		when it returns no row; its row is then SPI_tuptable's first.
+ *		Caller is connected to SPI.
+ */
+void
+pe_spi_find_payment(PePlan *p, Datum payment_id, bool read_only)
+{
+	if (pe_spi_run(p, &payment_id, NULL, read_only, 1, "looking up the payment") == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_NO_DATA_FOUND),
+				 errmsg("payment %s does not exist", pe_uuid_text(DatumGetUUIDP(payment_id)))));
 }
 
 /* Column col (1-based) of row of the last SPI result. */

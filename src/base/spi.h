@@ -31,6 +31,7 @@ typedef struct PePlan
 extern SPIPlanPtr pe_plan(PePlan *p);
 extern uint64 pe_spi_run(PePlan *p, Datum *args, const char *nulls,
 						 bool read_only, long count, const char *what);
+extern void pe_spi_find_payment(PePlan *p, Datum payment_id, bool read_only);
 extern SPIPlanPtr pe_prepare_kept(const char *sql, int nargs, Oid *argtypes);
 extern Datum pe_spi_getdatum(int row, int col, bool *isnull);
 

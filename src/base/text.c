@@ -230,6 +230,24 @@ pe_jb_amount(JsonbContainer *c, const char *key)
 }
 
 /*
+ * pe_jb_next_object
+ *		The next element of the array that iterator *it walks (made by
+ *		JsonbIteratorInit on the array) that is an object, or NULL at the
+ *		end; elements of other kinds are passed over.
+ */
+JsonbContainer *
+pe_jb_next_object(JsonbIterator **it)
+{
+	JsonbValue	v;
+	JsonbIteratorToken tok;
+
+	while ((tok = JsonbIteratorNext(it, &v, true)) != WJB_DONE)
+		if (tok == WJB_ELEM && v.type == jbvBinary && JsonContainerIsObject(v.val.binary.data))
+			return v.val.binary.data;
+	return NULL;
+}
+
+/*
  * pe_json_field
  *		Append "key": "value" (null when value is NULL) to the JSON object
  *		being built in buf, which holds its '{' and the fields so far; the

@@ -42,6 +42,7 @@ extern char *pe_jb_text(JsonbContainer *c, const char *key);
 extern JsonbContainer *pe_jb_object(JsonbContainer *c, const char *key);
 extern JsonbContainer *pe_jb_array(JsonbContainer *c, const char *key);
 extern int64 pe_jb_amount(JsonbContainer *c, const char *key);
+extern JsonbContainer *pe_jb_next_object(JsonbIterator **it);
 
 /* JSON object text: "key": "value" (or null), after buf's '{' and fields */
 extern void pe_json_field(StringInfo buf, const char *key, const char *value);

@@ -5,7 +5,7 @@
  *		encoding, the URL, the sealed Stripe ids opened at the last moment
  *		(in the item's own memory context, wiped with it), and the headers
  *		(Authorization, Stripe-Version, Idempotency-Key on POSTs).  Called by
- *		the outbox worker (outbox/worker.c) in its claim transaction.
+ *		the outbox worker (claim.c) in its claim transaction.
  *
  * IDENTIFICATION
  *		src/outbox/request.c

@@ -2,9 +2,9 @@
  *
  * settle.c
  *		The settler: one turn of it runs in a transaction of the outbox
- *		worker (outbox/worker.c) every quarter of payment_ext.pending_ttl (1 s
+ *		worker (worker.c) every quarter of payment_ext.pending_ttl (1 s
  *		to 60 s).  It never resends a request blind; it queues lookups, whose
- *		answers outbox/record.c records like any other.
+ *		answers the recording phase (record.c) records like any other.
  *
  * IDENTIFICATION
  *		src/outbox/settle.c
@@ -32,7 +32,7 @@
  * else a search by metadata[payment_id].  A Processing refund whose every
  * refund.create is dead gets the same kind of lookup (refund.list: the
  * PaymentIntent's refunds, matched by metadata[refund_id]).  The answers
- * are recorded in outbox/record.c.
+ * are recorded by the recording phase (record_intent.c, record_refund.c).
  */
 #define SETTLE_STALE_SQL \
 	" state = 'pending' AND kind IN ('payment_intent.create', 'refund.create')" \
@@ -166,7 +166,7 @@ static PePlan settle_refund_plan = {
  * As a backstop for lost webhooks, one still Processing pending_ttl after
  * that answer, with nothing of its own on its way and no lookup within the
  * last pending_ttl, is looked up the same way (refund.list).  Not finding
- * it then sends nothing again: refund_recreate_plan (outbox/record.c)
+ * it then sends nothing again: refund_recreate_plan (record_refund.c)
  * queues a new refund.create only when every earlier one is dead.
  */
 static PePlan settle_refund_poll_plan = {

@@ -164,16 +164,9 @@ lock_payment(Datum payment_id)
 	MemoryContext cxt = CurrentMemoryContext;
 	LockedPayment lp;
 	bool		isnull;
-	int			rc;
 
 	SPI_connect();
-	rc = SPI_execute_plan(pe_plan(&lock_payment_plan), &payment_id, NULL, false, 1);
-	if (rc != SPI_OK_SELECT)
-		elog(ERROR, "locking the payment failed: %s", SPI_result_code_string(rc));
-	if (SPI_processed == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_NO_DATA_FOUND),
-				 errmsg("payment %s does not exist", pe_uuid_text(DatumGetUUIDP(payment_id)))));
+	pe_spi_find_payment(&lock_payment_plan, payment_id, false);
 	{
 		Datum		status = pe_spi_getdatum(0, 1, &isnull);
 		Datum		amount = pe_spi_getdatum(0, 2, &isnull);

@@ -138,7 +138,7 @@ payment_transition_allowed(int from, int to)
 }
 
 /*
- * Is this the UPDATE that payment.resolve() is making (resolve.c)?  Only
+ * Is this the UPDATE that payment.resolve() is making (api/resolve.c)?  Only
  * for the payment it names, between the statuses it allows, and never out
  * of or into NotRequired.
  */

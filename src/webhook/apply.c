@@ -517,15 +517,11 @@ apply_charge_refunded(WebhookEvent *ev)
 	if (list != NULL)
 	{
 		JsonbIterator *it = JsonbIteratorInit(list);
-		JsonbValue	v;
-		JsonbIteratorToken tok;
+		JsonbContainer *re;
 		pg_uuid_t	pay = ev->payment_id;
 
-		while ((tok = JsonbIteratorNext(&it, &v, true)) != WJB_DONE)
-		{
-			if (tok == WJB_ELEM && v.type == jbvBinary && JsonContainerIsObject(v.val.binary.data))
-				appendStringInfo(&out, "; %s", apply_refund_object(ev, v.val.binary.data));
-		}
+		while ((re = pe_jb_next_object(&it)) != NULL)
+			appendStringInfo(&out, "; %s", apply_refund_object(ev, re));
 		ev->payment_id = pay;
 		ev->has_payment = true;
 		ev->has_refund = false;
