@@ -194,17 +194,22 @@ extern void pe_audit_chain_relcache_inval(Oid relid);
 #define CHAIN_MAGIC				"pe-audit-v1"
 #define CHAIN_HASH_LEN			32
 #define CHAIN_NCOLUMNS			16
-#define CHAIN_COL_ID		0
-#define CHAIN_COL_PAYMENT	1
-#define CHAIN_COL_USER		2
-#define CHAIN_COL_IP		7
-#define CHAIN_COL_AGENT		8
-#define CHAIN_COL_CREATED	9
-#define CHAIN_COL_ROW		11
-#define CHAIN_COL_SESSION	12
-#define CHAIN_COL_CURRENT	13
-#define CHAIN_COL_SEQ		14
-#define CHAIN_COL_PREV		15
+#define CHAIN_COL_ID			0
+#define CHAIN_COL_PAYMENT		1
+#define CHAIN_COL_USER			2
+#define CHAIN_COL_ACTION		3
+#define CHAIN_COL_DESCRIPTION	4
+#define CHAIN_COL_OLD			5
+#define CHAIN_COL_NEW			6
+#define CHAIN_COL_IP			7
+#define CHAIN_COL_AGENT			8
+#define CHAIN_COL_CREATED		9
+#define CHAIN_COL_TABLE			10
+#define CHAIN_COL_ROW			11
+#define CHAIN_COL_SESSION		12
+#define CHAIN_COL_CURRENT		13
+#define CHAIN_COL_SEQ			14
+#define CHAIN_COL_PREV			15
 
 typedef struct ChainColumn
 {

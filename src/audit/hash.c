@@ -46,22 +46,22 @@
 
 /* the hashed columns, in hashing order; version "pe-audit-v1" */
 const ChainColumn pe_audit_chain_columns[CHAIN_NCOLUMNS] = {
-	{"Id", UUIDOID},
-	{"PaymentId", UUIDOID},
-	{"UserId", UUIDOID},
-	{"ActionType", VARCHAROID},
-	{"ActionDescription", TEXTOID},
-	{"OldValues", JSONBOID},
-	{"NewValues", JSONBOID},
-	{"IpAddress", INETOID},
-	{"UserAgent", TEXTOID},
-	{"CreatedAt", TIMESTAMPTZOID},
-	{"TableName", TEXTOID},
-	{"RowId", UUIDOID},
-	{"SessionUser", TEXTOID},
-	{"CurrentUser", TEXTOID},
-	{"ChainSeq", INT8OID},
-	{"PrevHash", BYTEAOID}
+	[CHAIN_COL_ID] = {"Id", UUIDOID},
+	[CHAIN_COL_PAYMENT] = {"PaymentId", UUIDOID},
+	[CHAIN_COL_USER] = {"UserId", UUIDOID},
+	[CHAIN_COL_ACTION] = {"ActionType", VARCHAROID},
+	[CHAIN_COL_DESCRIPTION] = {"ActionDescription", TEXTOID},
+	[CHAIN_COL_OLD] = {"OldValues", JSONBOID},
+	[CHAIN_COL_NEW] = {"NewValues", JSONBOID},
+	[CHAIN_COL_IP] = {"IpAddress", INETOID},
+	[CHAIN_COL_AGENT] = {"UserAgent", TEXTOID},
+	[CHAIN_COL_CREATED] = {"CreatedAt", TIMESTAMPTZOID},
+	[CHAIN_COL_TABLE] = {"TableName", TEXTOID},
+	[CHAIN_COL_ROW] = {"RowId", UUIDOID},
+	[CHAIN_COL_SESSION] = {"SessionUser", TEXTOID},
+	[CHAIN_COL_CURRENT] = {"CurrentUser", TEXTOID},
+	[CHAIN_COL_SEQ] = {"ChainSeq", INT8OID},
+	[CHAIN_COL_PREV] = {"PrevHash", BYTEAOID}
 };
 
 static EVP_MD *chain_sha256 = NULL;

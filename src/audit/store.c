@@ -93,24 +93,14 @@
 #include "audit/audit_int.h"
 #include "base/pg_compat.h"
 
-/* the columns the caller provides, in AuditStoreColumn order */
-static const struct
-{
-	const char *name;
-	Oid			typid;
-}			store_columns[AS_NCOLUMNS] = {
-	{"PaymentId", UUIDOID},
-	{"UserId", UUIDOID},
-	{"ActionType", VARCHAROID},
-	{"ActionDescription", TEXTOID},
-	{"OldValues", JSONBOID},
-	{"NewValues", JSONBOID},
-	{"IpAddress", INETOID},
-	{"UserAgent", TEXTOID},
-	{"TableName", TEXTOID},
-	{"RowId", UUIDOID},
-	{"SessionUser", TEXTOID},
-	{"CurrentUser", TEXTOID}
+/*
+ * The columns the caller provides, in AuditStoreColumn order: their places
+ * among the log's hashed columns (hash.c), which name them and their types
+ */
+static const int store_columns[AS_NCOLUMNS] = {
+	CHAIN_COL_PAYMENT, CHAIN_COL_USER, CHAIN_COL_ACTION, CHAIN_COL_DESCRIPTION,
+	CHAIN_COL_OLD, CHAIN_COL_NEW, CHAIN_COL_IP, CHAIN_COL_AGENT, CHAIN_COL_TABLE,
+	CHAIN_COL_ROW, CHAIN_COL_SESSION, CHAIN_COL_CURRENT
 };
 
 /* a column filled from its default expression */
@@ -340,10 +330,10 @@ store_build(Relation rel)
 	}
 	for (i = 0; i < AS_NCOLUMNS; i++)
 	{
-		AttrNumber	attnum = get_attnum(RelationGetRelid(rel), store_columns[i].name);
+		const ChainColumn *col = &pe_audit_chain_columns[store_columns[i]];
+		AttrNumber	attnum = get_attnum(RelationGetRelid(rel), col->name);
 
-		if (attnum <= 0 ||
-			TupleDescAttr(tupdesc, attnum - 1)->atttypid != store_columns[i].typid)
+		if (attnum <= 0 || TupleDescAttr(tupdesc, attnum - 1)->atttypid != col->typid)
 			return;
 		store_shape.att[i] = attnum;
 	}

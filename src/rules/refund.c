@@ -229,27 +229,10 @@ pe_refunds_rules_trigger(PG_FUNCTION_ARGS)
 		if (old_status != status &&
 			!(old_status == PE_REFUND_PROCESSING &&
 			  (status == PE_REFUND_COMPLETED || status == PE_REFUND_FAILED)))
-		{
-			const char *from = pe_refund_status_name(old_status);
-			const char *to = pe_refund_status_name(status);
-
-			pe_audit_log_refusal("refund status change", "transition not allowed");
-			ereport(ERROR,
-					(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-					 errmsg("a refund cannot go from %s to %s",
-							from ? from : "?", to ? to : "an unknown status"),
-					 errhint("A refund goes from Processing to Completed or Failed, once.")));
-		}
-		if (!pe_column_unchanged(oldtuple, newtuple, td, rcols.metadata))
-		{
-			Datum		md = heap_getattr(newtuple, rcols.metadata, td, &isnull);
-
-			if (!isnull)
-			{
-				pe_check_metadata_object(md, "\"Metadata\" of a refund");
-				pe_guard_jsonb(DatumGetJsonbP(md), "\"Metadata\"");
-			}
-		}
+			pe_refuse_transition("refund", pe_refund_status_name(old_status),
+								 pe_refund_status_name(status),
+								 "A refund goes from Processing to Completed or Failed, once.");
+		pe_check_row_metadata(oldtuple, newtuple, td, rcols.metadata, "refund");
 		if (old_status != status)
 			(void) lock_payment(heap_getattr(newtuple, rcols.payment, td, &isnull));
 		return PointerGetDatum(newtuple);
@@ -282,15 +265,7 @@ pe_refunds_rules_trigger(PG_FUNCTION_ARGS)
 					 errmsg("a refund needs an amount")));
 		pe_check_money(DatumGetNumeric(amount), "refund amount", false);
 	}
-	{
-		Datum		md = heap_getattr(newtuple, rcols.metadata, td, &isnull);
-
-		if (!isnull)
-		{
-			pe_check_metadata_object(md, "\"Metadata\" of a refund");
-			pe_guard_jsonb(DatumGetJsonbP(md), "\"Metadata\"");
-		}
-	}
+	pe_check_row_metadata(NULL, newtuple, td, rcols.metadata, "refund");
 
 	lp = lock_payment(payment_id);
 

@@ -20,6 +20,8 @@
 #include "access/htup.h"
 #include "utils/numeric.h"
 
+#include "base/pg_compat.h"
+
 /* pricing.c: money, currencies, the sliding scale */
 extern void pe_check_currency(const char *currency, const char *what);
 extern void pe_check_money(Numeric value, const char *what, bool allow_zero);
@@ -47,6 +49,10 @@ extern int	pe_paid_rank(int status);
 extern int	pe_status_for_refunds(Numeric amount, Datum completed, bool completed_null);
 extern int	pe_refund_status_from_stripe(const char *stripe_status);
 extern void pe_check_metadata_object(Datum metadata, const char *what);
+pg_noreturn extern void pe_refuse_transition(const char *what, const char *from,
+											 const char *to, const char *hint);
+extern void pe_check_row_metadata(HeapTuple oldtuple, HeapTuple newtuple, TupleDesc td,
+								  int attnum, const char *what);
 
 /* refund.c */
 extern void pe_check_refund_reason(const char *reason);

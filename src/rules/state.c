@@ -277,6 +277,45 @@ pe_check_metadata_object(Datum metadata, const char *what)
 }
 
 /*
+ * pe_refuse_transition
+ *		Log the refusal and raise 55000: a what ("payment", "refund") cannot
+ *		go from status from to status to (names; NULL: not a status code).
+ */
+void
+pe_refuse_transition(const char *what, const char *from, const char *to, const char *hint)
+{
+	pe_audit_log_refusal(psprintf("%s status change", what), "transition not allowed");
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("a %s cannot go from %s to %s", what,
+					from ? from : "?", to ? to : "an unknown status"),
+			 errhint("%s", hint)));
+	pg_unreachable();
+}
+
+/*
+ * pe_check_row_metadata
+ *		The "Metadata" column (attnum of td) of a row of what ("payment"),
+ *		when the row is new (oldtuple NULL) or the column changed: NULL, or
+ *		a JSON object that holds no card number.
+ */
+void
+pe_check_row_metadata(HeapTuple oldtuple, HeapTuple newtuple, TupleDesc td, int attnum,
+					  const char *what)
+{
+	bool		isnull;
+	Datum		md;
+
+	if (oldtuple != NULL && pe_column_unchanged(oldtuple, newtuple, td, attnum))
+		return;
+	md = heap_getattr(newtuple, attnum, td, &isnull);
+	if (isnull)
+		return;
+	pe_check_metadata_object(md, psprintf("\"Metadata\" of a %s", what));
+	pe_guard_jsonb(DatumGetJsonbP(md), "\"Metadata\"");
+}
+
+/*
  * Trigger function: BEFORE INSERT OR UPDATE ON "Payments" FOR EACH ROW
  *
  * Holds DESIGN.md's rules whoever writes: the allowed status transitions,
@@ -340,29 +379,12 @@ pe_payments_state_trigger(PG_FUNCTION_ARGS)
 
 	if (oldtuple != NULL && !payment_transition_allowed(old_status, new_status) &&
 		!payment_resolving(newtuple, td, old_status, new_status))
-	{
-		const char *from = pe_payment_status_name(old_status);
-		const char *to = pe_payment_status_name(new_status);
-
-		pe_audit_log_refusal("payment status change", "transition not allowed");
-		ereport(ERROR,
-				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-				 errmsg("a payment cannot go from %s to %s",
-						from ? from : "?", to ? to : "an unknown status"),
-				 errhint("Allowed: Pending to Completed or Failed, Failed to Pending (retry), Completed to PartiallyRefunded or Refunded, PartiallyRefunded to Refunded; NotRequired is final. payment.resolve() repairs a payment past these rules.")));
-	}
+		pe_refuse_transition("payment", pe_payment_status_name(old_status),
+							 pe_payment_status_name(new_status),
+							 "Allowed: Pending to Completed or Failed, Failed to Pending (retry), Completed to PartiallyRefunded or Refunded, PartiallyRefunded to Refunded; NotRequired is final. payment.resolve() repairs a payment past these rules.");
 
 	/* "Metadata" is a JSON object */
-	if (oldtuple == NULL || !pe_column_unchanged(oldtuple, newtuple, td, pcols.metadata))
-	{
-		Datum		md = heap_getattr(newtuple, pcols.metadata, td, &isnull);
-
-		if (!isnull)
-		{
-			pe_check_metadata_object(md, "\"Metadata\" of a payment");
-			pe_guard_jsonb(DatumGetJsonbP(md), "\"Metadata\"");
-		}
-	}
+	pe_check_row_metadata(oldtuple, newtuple, td, pcols.metadata, "payment");
 
 	/* "ProcessedAt": set when the payment reaches an outcome */
 	if (oldtuple == NULL)
