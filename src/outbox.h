@@ -121,6 +121,8 @@ extern bool pe_intent_is_current(const pg_uuid_t *payment_id, const char *pi_id,
 								 int attempt, char **stored_sealed);
 extern const char *pe_outbox_undo_intent(const pg_uuid_t *payment_id, const char *pi_id,
 										 const char *status, const char *why);
+extern const char *pe_outbox_unwanted_refund_failed(const pg_uuid_t *payment_id,
+												   const char *pi_id, const char *reason);
 
 /* outbox_settle.c: the settler's turn (in a transaction of the worker) */
 extern int	pe_outbox_settle(void);

@@ -948,6 +948,44 @@ pe_outbox_undo_intent(const pg_uuid_t *payment_id, const char *pi_id, const char
 		"it is canceled at Stripe";
 }
 
+/*
+ * A refund.unwanted that Stripe first accepted (pending) and later failed
+ * leaves the charge the payment does not keep paid.  Nothing does it again
+ * by itself (a resend under the same key replays the first answer, and
+ * Stripe fails a refund for reasons a retry does not change): the
+ * request's row (by its key, which names the PaymentIntent) becomes a dead
+ * letter (payment.dead_letters), for an administrator to return the money.
+ */
+static PePlan unwanted_failed_plan = {
+	"UPDATE payment.outbox SET state = 'dead', completed_at = pg_catalog.now(),"
+	" updated_at = pg_catalog.now(), last_error = $3"
+	" WHERE payment_id = $1 AND kind = 'refund.unwanted' AND state = 'done'"
+	" AND ($2::text IS NULL OR idempotency_key = $2)",
+	3, {UUIDOID, TEXTOID, TEXTOID}, NULL, 0
+};
+
+/* See outbox.h. */
+const char *
+pe_outbox_unwanted_refund_failed(const pg_uuid_t *payment_id, const char *pi_id,
+								 const char *reason)
+{
+	char	   *pid = DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(payment_id)));
+	char	   *why = psprintf("Stripe failed the refund of a charge the payment does not keep (%s): the customer still paid it; return the money by other means",
+							   reason ? pe_outbox_scrub(reason, 60) : "no reason given");
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', ' '};
+
+	args[0] = UUIDPGetDatum(payment_id);
+	if (pi_id != NULL)
+		args[1] = CStringGetTextDatum(psprintf("pe-%s-unwanted-refund-%s", pid, digest_hex16(pi_id)));
+	else
+		nulls[1] = 'n';
+	args[2] = CStringGetTextDatum(why);
+	if (outcome_exec(&unwanted_failed_plan, args, nulls) == 0)
+		return "conflict: Stripe failed a refund of a charge the payment does not keep, and no refund.unwanted of ours matches it (see payment.reconcile)";
+	return "applied: Stripe failed the refund of a charge the payment does not keep; its refund.unwanted is a dead letter (payment.dead_letters)";
+}
+
 /* Is item the search that looks for a withdrawn create's PaymentIntent? */
 static bool
 withdrawn_lookup(OutboxItem *item)
@@ -1543,6 +1581,59 @@ cancel_then_retrieve(OutboxItem *item, Outcome *o)
 							 o->last_error ? o->last_error : "too late to cancel");
 }
 
+/*
+ * Stripe saved a 5xx under item's key and replays it (Idempotent-Replayed):
+ * the same key gets the same answer for as long as Stripe keeps it, so a
+ * resend under it can never succeed.  For a payment_intent.cancel and a
+ * refund.unwanted, asking again under a new key is safe: a PaymentIntent is
+ * canceled once (a second cancel is refused, payment_intent_unexpected_state)
+ * and a refund.unwanted refunds what is left of the charge (a second one is
+ * refused, charge_already_refunded).  The row is done and a copy of it,
+ * resealed for the key <base>-re-<n>, takes over.  Creates and refund.create
+ * keep their key: their window closes and the settler looks them up.
+ */
+static PePlan rekey_plan = {
+	"INSERT INTO payment.outbox (kind, payment_id, refund_id, request, idempotency_key)"
+	" SELECT kind, payment_id, refund_id, $2::jsonb, $3 FROM payment.outbox WHERE id = $1"
+	" ON CONFLICT (idempotency_key) DO NOTHING",
+	3, {INT8OID, TEXTOID, TEXTOID}, NULL, 0
+};
+
+static void
+outcome_rekey(OutboxItem *item, Outcome *o)
+{
+	const char *key = item->idempotency_key;
+	const char *re = strstr(key, "-re-");
+	int			n = 0;
+	char	   *new_key;
+	char	   *request;
+	Datum		args[3];
+	bool		isnull;
+	int			rc;
+
+	/* pe-...-re-<n>: the n-th new key of the first one */
+	while (re != NULL && strstr(re + 4, "-re-") != NULL)
+		re = strstr(re + 4, "-re-");
+	if (re != NULL && re[4] != '\0' && strspn(re + 4, "0123456789") == strlen(re + 4) &&
+		strlen(re + 4) < 9)
+		n = atoi(re + 4);
+	else
+		re = NULL;
+	new_key = psprintf("%.*s-re-%d", re ? (int) (re - key) : (int) strlen(key), key, n + 1);
+
+	args[0] = Int64GetDatum(item->id);
+	rc = SPI_execute_plan(pe_plan(&cancel_request_plan), args, NULL, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "looking up an outbox request failed: %s", SPI_result_code_string(rc));
+	request = TextDatumGetCString(pe_spi_getdatum(0, 1, &isnull));
+	args[1] = CStringGetTextDatum(pe_reseal_request(request, key, new_key));
+	args[2] = CStringGetTextDatum(new_key);
+	outcome_exec(&rekey_plan, args, NULL);
+	o->cls = OUTCOME_FINAL;
+	o->last_error = psprintf("%s; Stripe replays this saved answer for the key: sent again under a new key (%s)",
+							 o->last_error ? o->last_error : "a saved error", new_key);
+}
+
 /* A full jitter backoff for the attempt just made, in milliseconds. */
 static double
 outcome_backoff_ms(OutboxItem *item)
@@ -1697,6 +1788,10 @@ pe_outbox_record_one(OutboxItem *item, OutboxTally *tally)
 				break;
 		}
 	}
+
+	if (o.cls == OUTCOME_RETRY && item->http.replayed && o.http_status >= 500 &&
+		(item->kind == OUTBOX_PI_CANCEL || item->kind == OUTBOX_REFUND_UNWANTED))
+		outcome_rekey(item, &o);
 
 	switch (o.cls)
 	{
