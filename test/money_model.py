@@ -65,7 +65,7 @@ FIRST = int(os.environ.get("MODEL_FIRST_TEST", "2"))
 SETTLE_S = float(os.environ.get("MODEL_SETTLE_S", "240"))
 
 EXPECTED = {
-    # what each call may answer besides success, as README documents
+    # what each call may answer besides success, as doc/sql-reference.md documents
     "create": {"23505"},            # the registration has a live payment
     "retry": {"55000", "23505"},    # not Failed / charged; another live payment
     "refund": {"55000", "23514"},   # not Completed/PartiallyRefunded; more than is left
@@ -202,7 +202,7 @@ class Model:
 
     def call(self, what, sql, variables=None):
         """A call of the application or an administrator: success, or a
-        refusal README documents; anything else is a failure."""
+        refusal doc/sql-reference.md documents; anything else is a failure."""
         try:
             return psql(sql, variables)
         except SqlError as e:

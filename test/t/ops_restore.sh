@@ -2,7 +2,7 @@
 #
 # test/t/ops_restore.sh — pg_dump -Fc of a database using payment_ext, and
 # pg_restore into a fresh cluster (same keyring, its own worker and Stripe
-# stand-in), as README "Operations" tells a DBA to do it:
+# stand-in), as doc/operations.md, "Dump and restore", tells a DBA to do it:
 #
 #   PGOPTIONS='-c payment_ext.restoring=on' pg_restore --single-transaction -d DB dump
 #

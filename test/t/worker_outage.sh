@@ -7,8 +7,9 @@
 #   2. the stand-in answers 500 (not saved), then 503 with Retry-After, for
 #      PE_OUTAGE_S seconds in all, while the same is created again;
 #   3. an outage longer than payment_ext.idempotency_window (shortened for
-#      the test): the rows go to the settler as README "Settling and
-#      reconciliation" says, and nothing is charged twice.
+#      the test): the rows go to the settler as "Settling and
+#      reconciliation" (doc/webhooks-and-settling.md) says, and nothing is
+#      charged twice.
 # After 1 and 2: every payment charged exactly once and Completed, every
 # refund made once, no row dead, no payment Failed; the requests sent during
 # the outage are bounded by the probes of the circuit breaker (not by the
@@ -75,8 +76,9 @@ closed() { grep -c 'Stripe answers again after' "$PE_WORK/$C.log"; }
 # displacement FROM TO: the largest distance between a payment's rank in the
 # order its create reached Stripe with success and its rank in the order of
 # creation (outbox id).  The first success is left out of both orders: it
-# is the probe that closed the breaker, which the probes' turn (README
-# "Circuit breaker") may have taken from anywhere in the backlog.
+# is the probe that closed the breaker, which the probes' turn
+# (doc/worker-and-stripe.md, "Circuit breaker") may have taken from
+# anywhere in the backlog.
 displacement() {
 	local ids
 	ids=$(w_sql $C "SELECT string_agg(o.payment_id::text, ',' ORDER BY o.id) FROM payment.outbox o
