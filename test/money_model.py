@@ -632,6 +632,11 @@ def main():
     comment("ran %d steps over %d seed(s) (%s) in %d s: %s" % (
         s["steps"], len(SEEDS), " ".join(map(str, SEEDS)), time.time() - t0,
         ", ".join("%s %d" % kv for kv in sorted(s.items()) if kv[0] != "steps")))
+    comment("paths: " + psql("""SELECT format('requests sent again under a new key %s, refund.unwanted failed by Stripe (dead letters) %s, refund events of unwanted charges ignored %s, Dashboard refunds recorded %s',
+        (SELECT count(*) FROM payment.outbox WHERE idempotency_key ~ '-re-[0-9]+$'),
+        (SELECT count(*) FROM payment.dead_letters WHERE kind = 'refund.unwanted'),
+        (SELECT count(*) FROM payment.webhook_events WHERE outcome LIKE 'ignored: a refund (%'),
+        (SELECT count(*) FROM "PaymentRefunds" WHERE "Metadata" ->> 'source' = 'stripe_dashboard'))"""))
     comment("ledger: %d PaymentIntents, %d charges, %d refunds" % (
         led["counts"]["payment_intents"], len(led["charges"]), len(led["refunds"])))
     return 0 if meaningful and not any(m.failures.values()) else 1
