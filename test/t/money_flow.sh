@@ -21,7 +21,7 @@ set -uo pipefail
 source "$PE_WORK/repo/test/worker_lib.sh"
 trap w_cleanup EXIT
 
-echo "1..44"
+echo "1..45"
 
 C=w_money
 S=whsec_$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
@@ -383,6 +383,22 @@ is "$(api GET "/v1/payment_intents/$PIF" | w_json "j['status']")|$(w_sql $C "SEL
 	"model: a cancel answered with a saved 500 is sent again under a new key (-re-1), and the PaymentIntent is canceled"
 is "$(w_http GET "/_test/requests?idempotency_key=$(w_sql $C "SELECT idempotency_key FROM payment.outbox WHERE payment_id = '$PF' AND kind = 'payment_intent.cancel' ORDER BY id LIMIT 1")" | w_json "len(j['requests']) >= 2 and all(r.get('replayed') for r in j['requests'][1:])")" True \
 	"model: the old key was tried again and replayed before the new key was taken"
+clear_faults
+# the same for a refund.unwanted: its saved 500 is replayed, a new key
+# refunds the charge once
+PG1=$(w_sql $C "SELECT payment.create('$(w_reg 16)', '$(w_user 16)', 25.00, stripe_payment_method => 'pm_card_chargeDeclined')")
+w_wait $C "SELECT \"Status\" FROM \"Payments\" WHERE \"Id\" = '$PG1'" 2 30 >/dev/null
+PG2=$(w_sql $C "SELECT payment.create('$(w_reg 16)', '$(w_user 16)', 25.00, stripe_payment_method => 'pm_card_visa')")
+w_wait $C "SELECT \"Status\" FROM \"Payments\" WHERE \"Id\" = '$PG2'" 1 30 >/dev/null
+fault "{\"kind\": \"500\", \"method\": \"POST\", \"path\": \"/v1/refunds\", \"payment_id\": \"$PG1\", \"count\": 1}"
+PIG1=$(intents_of "$PG1")
+w_http POST "/_test/payment_intents/$PIG1/succeed" '{}' >/dev/null
+deliver payment_intent.succeeded "$PIG1" >/dev/null
+w_wait $C "SELECT count(*) FROM payment.outbox WHERE payment_id = '$PG1' AND kind = 'refund.unwanted' AND state = 'done'" 2 60 >/dev/null
+settled "$PG1"
+is "$(w_sql $C "SELECT string_agg(state || ':' || (idempotency_key LIKE '%-re-1'), ',' ORDER BY id) FROM payment.outbox WHERE payment_id = '$PG1' AND kind = 'refund.unwanted'")|$(charged "$PG1")|$(refunded "$PG1")|$(status "$PG1")|$(status "$PG2")" \
+	"done:false,done:true|2500|2500|2|1" \
+	"model: a refund.unwanted answered with a saved 500 is sent again under a new key: the unwanted charge is refunded once, in full"
 clear_faults
 
 # ---------------------------------------------------------------------------
