@@ -956,12 +956,20 @@ pe_outbox_undo_intent(const pg_uuid_t *payment_id, const char *pi_id, const char
  * request's row (by its key, which names the PaymentIntent) becomes a dead
  * letter (payment.dead_letters), for an administrator to return the money.
  */
+#define UNWANTED_ROW_SQL \
+	" payment_id = $1 AND kind = 'refund.unwanted'" \
+	" AND ($2::text IS NULL OR idempotency_key = $2" \
+	"      OR pg_catalog.starts_with(idempotency_key, $2 || '-re-'))"
 static PePlan unwanted_failed_plan = {
 	"UPDATE payment.outbox SET state = 'dead', completed_at = pg_catalog.now(),"
 	" updated_at = pg_catalog.now(), last_error = $3"
-	" WHERE payment_id = $1 AND kind = 'refund.unwanted' AND state = 'done'"
-	" AND ($2::text IS NULL OR idempotency_key = $2)",
+	" WHERE" UNWANTED_ROW_SQL " AND state IN ('done', 'dead')",
 	3, {UUIDOID, TEXTOID, TEXTOID}, NULL, 0
+};
+static PePlan unwanted_on_its_way_plan = {
+	"SELECT 1 FROM payment.outbox WHERE" UNWANTED_ROW_SQL
+	" AND state IN ('pending', 'sending')",
+	2, {UUIDOID, TEXTOID}, NULL, 0
 };
 
 /* See outbox.h. */
@@ -974,6 +982,7 @@ pe_outbox_unwanted_refund_failed(const pg_uuid_t *payment_id, const char *pi_id,
 							   reason ? pe_outbox_scrub(reason, 60) : "no reason given");
 	Datum		args[3];
 	char		nulls[3] = {' ', ' ', ' '};
+	int			rc;
 
 	args[0] = UUIDPGetDatum(payment_id);
 	if (pi_id != NULL)
@@ -981,9 +990,21 @@ pe_outbox_unwanted_refund_failed(const pg_uuid_t *payment_id, const char *pi_id,
 	else
 		nulls[1] = 'n';
 	args[2] = CStringGetTextDatum(why);
-	if (outcome_exec(&unwanted_failed_plan, args, nulls) == 0)
-		return "conflict: Stripe failed a refund of a charge the payment does not keep, and no refund.unwanted of ours matches it (see payment.reconcile)";
-	return "applied: Stripe failed the refund of a charge the payment does not keep; its refund.unwanted is a dead letter (payment.dead_letters)";
+	if (outcome_exec(&unwanted_failed_plan, args, nulls) > 0)
+		return "applied: Stripe failed the refund of a charge the payment does not keep; its refund.unwanted is a dead letter (payment.dead_letters)";
+
+	rc = SPI_execute_plan(pe_plan(&unwanted_on_its_way_plan), args, nulls, true, 1);
+	if (rc != SPI_OK_SELECT)
+		elog(ERROR, "looking up a refund.unwanted failed: %s", SPI_result_code_string(rc));
+	if (SPI_processed > 0)
+	{
+		/* its answer is not recorded yet: take the event after it */
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("a refund event arrived while the refund.unwanted it reports is still on its way"),
+				 errdetail("The event is not recorded; Stripe delivers it again.")));
+	}
+	return "conflict: Stripe failed a refund of a charge the payment does not keep, and no refund.unwanted of ours matches it: nothing recorded";
 }
 
 /* Is item the search that looks for a withdrawn create's PaymentIntent? */
