@@ -292,7 +292,7 @@ SELECT payment.verify_audit() AS all_chains;
 ROLLBACK;
 -- the limit of what the database alone can show: a superuser who removes
 -- the newest row and also moves the chain's head back is not caught here
--- (README: ship payment.audit_chain_heads off the server to catch it)
+-- (doc/sql-reference.md, payment.verify_audit(): ship payment.audit_chain_heads off the server to catch it)
 BEGIN;
 ALTER TABLE "PaymentAuditLog" DISABLE TRIGGER ALL;
 DELETE FROM "PaymentAuditLog" WHERE "PaymentId" = '40000000-0000-0000-0000-000000000003'

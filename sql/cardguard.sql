@@ -56,7 +56,7 @@ SELECT d::text AS doc, payment.contains_card_number(d) AS found
                     '{"n": 4242424242424241.0}', '{"n": 42424242424242420}']::jsonb[]) d;
 
 -- Unicode digits, separators and invisible characters (DESIGN's rule, read
--- after NFKC; README "Card-number guard")
+-- after NFKC; doc/vault-and-keys.md, "Card-number guard")
 SELECT payment.contains_card_number(E'\uff14\uff12\uff14\uff12 4242 4242 4242') AS fullwidth,
        payment.contains_card_number(E'\u0664\u0662\u0664\u0662 \u0664\u0662\u0664\u0662 4242 4242') AS arabic_indic,
        payment.contains_card_number(E'4242\u20134242\u00a04242\u30004242') AS unicode_separators,

@@ -3,7 +3,7 @@
 (payment.contains_card_number, src/guard/cardguard.c), driven by
 test/t/cardguard_property.sh.  Prints TAP.
 
-A reference implementation of the rule (README "Card-number guard";
+A reference implementation of the rule (doc/vault-and-keys.md, "Card-number guard";
 DESIGN.md), written here straightforwardly from its definition, judges
 random inputs; the server's answers must agree with it, and planted card
 numbers must be found whatever surrounds them (random prefixes and suffixes
@@ -35,7 +35,7 @@ SEED = int(os.environ.get("CARDGUARD_SEED", "16006"))
 rng = random.Random(SEED)
 
 # ---------------------------------------------------------------------------
-# The reference: the rule, as README and DESIGN.md state it
+# The reference: the rule, as doc/vault-and-keys.md and DESIGN.md state it
 # ---------------------------------------------------------------------------
 MB = 1 << 20
 

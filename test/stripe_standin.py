@@ -20,7 +20,7 @@ object, idempotency keys scoped per API key):
 and, for tests, control endpoints under /_test/ (no authentication):
 ledger, reset, faults, config, request log, webhook events, and state
 changes that Stripe makes on its own (3-D Secure completion, dashboard
-refunds, refunds that fail later).  README.md ("Stripe stand-in") documents
+refunds, refunds that fail later).  doc/stripe-standin.md documents
 them; `python3 test/stripe_standin.py --help` lists the flags.
 
 Faults (kinds in FAULT_KINDS, fields in FAULT_FIELDS) include, besides

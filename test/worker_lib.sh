@@ -6,12 +6,13 @@
 # socket only, payment_ext preloaded, the worker draining database
 # "postgres"), prints TAP, and stops everything it started on exit.
 #
-# Rules for what a test may assume (README "Tests"): no fixed port (the
-# stand-in binds port 0 and reports the port it got; "nothing listens
-# there" is a port we hold closed, w_closed_url); no fixed pause before an
-# assertion (w_wait, w_wait_log: poll until the state is reached, with a
-# deadline generous enough for a loaded machine); timeouts of the worker
-# long enough that a slow machine does not add attempts.
+# Rules for what a test may assume (doc/testing.md, "What a test may
+# assume"): no fixed port (the stand-in binds port 0 and reports the port
+# it got; "nothing listens there" is a port we hold closed, w_closed_url);
+# no fixed pause before an assertion (w_wait, w_wait_log: poll until the
+# state is reached, with a deadline generous enough for a loaded machine);
+# timeouts of the worker long enough that a slow machine does not add
+# attempts.
 
 # shellcheck source=tools/cluster.sh
 source "$PE_WORK/repo/tools/cluster.sh"

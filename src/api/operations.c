@@ -3,7 +3,7 @@
  * operations.c
  *		What a DBA needs to live with payment_ext for years: the version,
  *		and the guard against dropping an extension that holds payments.
- *		(The restore mode that lets pg_restore load the extension's tables
+ *		(The restore mode that lets a restore load the extension's tables
  *		as they were dumped is base/xact.c's pe_restoring_insert.)
  *
  * Invariants:

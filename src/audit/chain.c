@@ -661,7 +661,7 @@ pe_audit_chain_trigger(PG_FUNCTION_ARGS)
 	pe_trigger_check(fcinfo, &insert_row);
 
 	/*
-	 * pg_restore in restore mode: the row keeps the sequence number and
+	 * A restore (a superuser's COPY, or restore mode): the row keeps the sequence number and
 	 * hashes it was dumped with, and payment.audit_chain_heads is restored
 	 * from the same dump, so the chains verify as they did.
 	 */
@@ -689,7 +689,7 @@ pe_audit_chain_trigger(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
 				 errmsg("cannot insert an audit row that already carries a chain hash"),
 				 errdetail("A \"PaymentAuditLog\" row with a 32-byte \"RowHash\" comes from a dump; chaining it again would rewrite the audit trail."),
-				 errhint("To restore a dump, run pg_restore as a superuser with PGOPTIONS='-c payment_ext.restoring=on' (README \"Operations\").")));
+				 errhint("A dump is restored by a superuser's pg_restore or psql (their COPY stores the rows as dumped); see doc/operations.md, \"Dump and restore\".")));
 
 	pe_audit_chain_link(rel, values, nulls);
 	return PointerGetDatum(heap_form_tuple(tupdesc, values, nulls));

@@ -34,7 +34,8 @@ extern const char *pe_resolve_reason;
 
 /*
  * Must a trigger fired by event store the row exactly as given (restore
- * mode: payment_ext.restoring in a superuser's session, INSERT only)?
+ * mode: a superuser's COPY, or payment_ext.restoring in a superuser's
+ * session; INSERT only)?
  */
 extern bool pe_restoring_insert(uint32 event);
 

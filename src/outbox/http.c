@@ -163,7 +163,10 @@ http_header_value(const char *h, size_t len, size_t nlen, char *out, size_t outs
 	out[j] = '\0';
 }
 
-/* CURLOPT_HEADERFUNCTION: pick Request-Id, Retry-After, Stripe-Should-Retry. */
+/*
+ * CURLOPT_HEADERFUNCTION: pick Request-Id, Retry-After, Stripe-Should-Retry
+ * and Idempotent-Replayed.
+ */
 static size_t
 http_header_cb(char *data, size_t size, size_t nmemb, void *userp)
 {
@@ -177,6 +180,7 @@ http_header_cb(char *data, size_t size, size_t nmemb, void *userp)
 		req->request_id[0] = '\0';
 		req->retry_after_s = -1;
 		req->should_retry = -1;
+		req->replayed = false;
 	}
 	else if (http_header_is(data, len, "request-id:"))
 		http_header_value(data, len, 11, req->request_id, sizeof(req->request_id));
@@ -198,6 +202,11 @@ http_header_cb(char *data, size_t size, size_t nmemb, void *userp)
 			req->should_retry = 1;
 		else if (pg_strcasecmp(value, "false") == 0)
 			req->should_retry = 0;
+	}
+	else if (http_header_is(data, len, "idempotent-replayed:"))
+	{
+		http_header_value(data, len, 20, value, sizeof(value));
+		req->replayed = (pg_strcasecmp(value, "true") == 0);
 	}
 	return len;
 }
@@ -365,6 +374,7 @@ pe_http_start(PeHttp *http, PeHttpRequest *req)
 	req->request_id[0] = '\0';
 	req->retry_after_s = -1;
 	req->should_retry = -1;
+	req->replayed = false;
 	req->maybe_reached = false;
 	req->easy = easy;
 	if (easy == NULL)

@@ -56,6 +56,7 @@ typedef struct PeHttpRequest
 	char		request_id[64]; /* Request-Id header, "" when absent */
 	int			retry_after_s;	/* Retry-After in seconds, -1 when absent */
 	int			should_retry;	/* Stripe-Should-Retry: -1 absent, 0, 1 */
+	bool		replayed;		/* Idempotent-Replayed: true (a saved answer) */
 	bool		maybe_reached;	/* false only when the request provably
 								 * never reached the server (issue 20) */
 

@@ -139,6 +139,7 @@ extern char *pe_outcome_seal(const char *value, const char *table, const char *c
 							 pg_uuid_t *id);
 extern void pe_outcome_payment_failed(OutboxItem *item, Outcome *o, const char *code,
 									  const char *message);
+extern char *pe_outcome_request_text(int64 id);
 extern void pe_outbox_mark(int64 id, const char *state, double delay_ms,
 						   int http_status, const char *last_error);
 extern void pe_outbox_unsent(int64 id);

@@ -71,6 +71,11 @@ static PePlan outbox_unsent_plan = {
 	"UPDATE payment.outbox SET key_sent_at = NULL WHERE id = $1",
 	1, {INT8OID}, NULL, 0
 };
+/* the request of an outbox row, as JSON text */
+static PePlan request_text_plan = {
+	"SELECT request::text FROM payment.outbox WHERE id = $1",
+	1, {INT8OID}, NULL, 0
+};
 static PePlan outbox_unusable_plan = {
 	"UPDATE payment.outbox SET unusable_answers = unusable_answers + 1 WHERE id = $1",
 	1, {INT8OID}, NULL, 0
@@ -354,3 +359,16 @@ pe_outcome_payment_failed(OutboxItem *item, Outcome *o, const char *code, const 
 								 o->last_error ? o->last_error : "failed");
 }
 
+/* The request (JSON text) of outbox row id, which exists. */
+char *
+pe_outcome_request_text(int64 id)
+{
+	Datum		arg = Int64GetDatum(id);
+	bool		isnull;
+	int			rc;
+
+	rc = SPI_execute_plan(pe_plan(&request_text_plan), &arg, NULL, false, 1);
+	if (rc != SPI_OK_SELECT || SPI_processed != 1)
+		elog(ERROR, "looking up an outbox request failed: %s", SPI_result_code_string(rc));
+	return TextDatumGetCString(pe_spi_getdatum(0, 1, &isnull));
+}

@@ -32,6 +32,7 @@
  */
 #include "postgres.h"
 
+#include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "utils/builtins.h"
 #include "utils/jsonb.h"
@@ -42,6 +43,53 @@
 #include "base/text.h"
 #include "outbox/outbox_int.h"
 #include "stripe/stripe.h"
+
+/*
+ * Stripe saved a 5xx under item's key and replays it (Idempotent-Replayed):
+ * the same key gets the same answer for as long as Stripe keeps it, so a
+ * resend under it can never succeed.  For a payment_intent.cancel and a
+ * refund.unwanted, asking again under a new key is safe: a PaymentIntent is
+ * canceled once (a second cancel is refused, payment_intent_unexpected_state)
+ * and a refund.unwanted refunds what is left of the charge (a second one is
+ * refused, charge_already_refunded).  The row is done and a copy of it,
+ * resealed for the key <base>-re-<n>, takes over.  Creates and refund.create
+ * keep their key: their window closes and the settler looks them up.
+ */
+static PePlan rekey_plan = {
+	"INSERT INTO payment.outbox (kind, payment_id, refund_id, request, idempotency_key)"
+	" SELECT kind, payment_id, refund_id, $2::jsonb, $3 FROM payment.outbox WHERE id = $1"
+	" ON CONFLICT (idempotency_key) DO NOTHING",
+	3, {INT8OID, TEXTOID, TEXTOID}, NULL, 0
+};
+
+static void
+outcome_rekey(OutboxItem *item, Outcome *o)
+{
+	const char *key = item->idempotency_key;
+	const char *re = strstr(key, "-re-");
+	int			n = 0;
+	char	   *new_key;
+	Datum		args[3];
+
+	/* pe-...-re-<n>: the n-th new key of the first one */
+	while (re != NULL && strstr(re + 4, "-re-") != NULL)
+		re = strstr(re + 4, "-re-");
+	if (re != NULL && re[4] != '\0' && strspn(re + 4, "0123456789") == strlen(re + 4) &&
+		strlen(re + 4) < 9)
+		n = atoi(re + 4);
+	else
+		re = NULL;
+	new_key = psprintf("%.*s-re-%d", re ? (int) (re - key) : (int) strlen(key), key, n + 1);
+
+	args[0] = Int64GetDatum(item->id);
+	args[1] = CStringGetTextDatum(pe_reseal_request(pe_outcome_request_text(item->id),
+													 key, new_key));
+	args[2] = CStringGetTextDatum(new_key);
+	pe_outcome_exec(&rekey_plan, args, NULL);
+	o->cls = OUTCOME_FINAL;
+	o->last_error = psprintf("%s; Stripe replays this saved answer for the key: sent again under a new key (%s)",
+							 o->last_error ? o->last_error : "a saved error", new_key);
+}
 
 /*
  * outcome_lock_payment
@@ -114,6 +162,10 @@ pe_outbox_record_one(OutboxItem *item, OutboxTally *tally)
 				break;
 		}
 	}
+
+	if (o.cls == OUTCOME_RETRY && item->http.replayed && o.http_status >= 500 &&
+		(item->kind == OUTBOX_PI_CANCEL || item->kind == OUTBOX_REFUND_UNWANTED))
+		outcome_rekey(item, &o);
 
 	switch (o.cls)
 	{

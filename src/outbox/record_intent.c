@@ -86,10 +86,6 @@ static PePlan withdrawn_search_plan = {
 	2, {UUIDOID, INT8OID}, NULL, 0
 };
 /* A cancel refused because the PaymentIntent finished: look it up instead */
-static PePlan cancel_request_plan = {
-	"SELECT request::text FROM payment.outbox WHERE id = $1",
-	1, {INT8OID}, NULL, 0
-};
 static PePlan cancel_retrieve_plan = {
 	"INSERT INTO payment.outbox (kind, payment_id, request, idempotency_key)"
 	" VALUES ('payment_intent.retrieve', $1, $2::jsonb - 'cancellation_reason', $3)"
@@ -464,16 +460,9 @@ static void
 cancel_then_retrieve(OutboxItem *item, Outcome *o)
 {
 	Datum		args[3];
-	bool		isnull;
 	char	   *key = psprintf("%s-retrieve", item->idempotency_key);
-	char	   *request;
-	int			rc;
+	char	   *request = pe_outcome_request_text(item->id);
 
-	args[0] = Int64GetDatum(item->id);
-	rc = SPI_execute_plan(pe_plan(&cancel_request_plan), args, NULL, false, 1);
-	if (rc != SPI_OK_SELECT || SPI_processed != 1)
-		elog(ERROR, "looking up a cancellation's request failed: %s", SPI_result_code_string(rc));
-	request = TextDatumGetCString(pe_spi_getdatum(0, 1, &isnull));
 	args[0] = UUIDPGetDatum(&item->payment_id);
 	args[1] = CStringGetTextDatum(pe_reseal_request(request, item->idempotency_key, key));
 	args[2] = CStringGetTextDatum(key);

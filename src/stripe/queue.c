@@ -393,3 +393,66 @@ pe_outbox_undo_intent(const pg_uuid_t *payment_id, const char *pi_id, const char
 		"it is canceled at Stripe";
 }
 
+/*
+ * A refund.unwanted that Stripe first accepted (pending) and later failed
+ * leaves the charge the payment does not keep paid.  Nothing does it again
+ * by itself (a resend under the same key replays the first answer, and
+ * Stripe fails a refund for reasons a retry does not change): the
+ * request's row (by its key, which names the PaymentIntent) becomes a dead
+ * letter (payment.dead_letters), for an administrator to return the money.
+ */
+#define UNWANTED_ROW_SQL \
+	" payment_id = $1 AND kind = 'refund.unwanted'" \
+	" AND ($2::text IS NULL OR idempotency_key = $2" \
+	"      OR pg_catalog.starts_with(idempotency_key, $2 || '-re-'))"
+static PePlan unwanted_failed_plan = {
+	"UPDATE payment.outbox SET state = 'dead', completed_at = pg_catalog.now(),"
+	" updated_at = pg_catalog.now(), last_error = $3"
+	" WHERE" UNWANTED_ROW_SQL " AND state IN ('done', 'dead')",
+	3, {UUIDOID, TEXTOID, TEXTOID}, NULL, 0
+};
+static PePlan unwanted_on_its_way_plan = {
+	"SELECT 1 FROM payment.outbox WHERE" UNWANTED_ROW_SQL
+	" AND state IN ('pending', 'sending')",
+	2, {UUIDOID, TEXTOID}, NULL, 0
+};
+
+/*
+ * pe_outbox_unwanted_refund_failed
+ *		Stripe failed (reason: its failure_reason, or NULL) a refund of a
+ *		charge that payment_id does not keep, of PaymentIntent pi_id (NULL
+ *		when unknown): its refund.unwanted row becomes a dead letter; an
+ *		event that overtakes the request's answer (the row is still pending
+ *		or sending) is refused with 55000, so that Stripe delivers it again.
+ *		Returns the webhook's outcome.  Connected to SPI.
+ */
+const char *
+pe_outbox_unwanted_refund_failed(const pg_uuid_t *payment_id, const char *pi_id,
+								 const char *reason)
+{
+	char	   *pid = pe_uuid_text(payment_id);
+	char	   *why = psprintf("Stripe failed the refund of a charge the payment does not keep (%s): the customer still paid it; return the money by other means",
+							   reason ? pe_scrub(reason, 60) : "no reason given");
+	Datum		args[3];
+	char		nulls[3] = {' ', ' ', ' '};
+
+	args[0] = UUIDPGetDatum(payment_id);
+	if (pi_id != NULL)
+		args[1] = CStringGetTextDatum(psprintf("pe-%s-unwanted-refund-%s", pid, digest_hex16(pi_id)));
+	else
+		nulls[1] = 'n';
+	args[2] = CStringGetTextDatum(why);
+	if (pe_spi_run(&unwanted_failed_plan, args, nulls, false, 0, "marking a refund.unwanted dead") > 0)
+		return "applied: Stripe failed the refund of a charge the payment does not keep; its refund.unwanted is a dead letter (payment.dead_letters)";
+
+	if (pe_spi_run(&unwanted_on_its_way_plan, args, nulls, true, 1,
+				   "looking up a refund.unwanted") > 0)
+	{
+		/* its answer is not recorded yet: take the event after it */
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("a refund event arrived while the refund.unwanted it reports is still on its way"),
+				 errdetail("The event is not recorded; Stripe delivers it again.")));
+	}
+	return "conflict: Stripe failed a refund of a charge the payment does not keep, and no refund.unwanted of ours matches it: nothing recorded";
+}

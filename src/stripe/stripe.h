@@ -63,6 +63,8 @@ extern char *pe_reseal_request(const char *request, const char *old_key,
 extern void pe_outbox_withdraw(Datum payment_id, bool all);
 extern const char *pe_outbox_undo_intent(const pg_uuid_t *payment_id, const char *pi_id,
 										 const char *status, const char *why);
+extern const char *pe_outbox_unwanted_refund_failed(const pg_uuid_t *payment_id,
+													const char *pi_id, const char *reason);
 
 /* The attempts of a payment: payment.retry makes a new one */
 extern int	pe_intent_key_attempt(const char *key);

@@ -408,6 +408,31 @@ apply_refund_object(WebhookEvent *ev, JsonbContainer *re)
 	/* a refund we never asked for: made in Stripe's Dashboard */
 	if (!payment_find(ev, re, pi_id, charge, &row))
 		return "ignored: no payment for this refund";
+
+	/*
+	 * ... unless it refunds a charge the payment does not keep: the worker's
+	 * refund.unwanted (metadata[unwanted]), or any refund of a PaymentIntent
+	 * that is not the payment's current one.  Recording it as a refund of
+	 * the payment would free the payment's amount while the charge it keeps
+	 * stays paid (then a second payment for the registration is let in).
+	 * One that Stripe failed leaves that charge paid: the refund.unwanted
+	 * request becomes a dead letter, for an administrator.
+	 */
+	{
+		char	   *unwanted = pe_jb_text(md, "unwanted");
+		int			pstatus;
+
+		if ((unwanted != NULL && strcmp(unwanted, "true") == 0) ||
+			(pi_id != NULL && !pe_intent_current(&ev->payment_id, pi_id, 0, &pstatus, NULL)))
+		{
+			pe_stripe_ref_add(re_id, "refund", &ev->payment_id, NULL);
+			if (target == PE_REFUND_FAILED)
+				return pstrdup(pe_outbox_unwanted_refund_failed(&ev->payment_id, pi_id,
+																pe_jb_text(re, "failure_reason")));
+			return psprintf("ignored: a refund (%s) of a charge the payment does not keep (refund.unwanted, or an earlier attempt's); it is no refund of the payment",
+							pe_scrub(status, 40));
+		}
+	}
 	if (row.status == PE_PAYMENT_PENDING)
 	{
 		/*

@@ -21,7 +21,7 @@ set -uo pipefail
 source "$PE_WORK/repo/test/worker_lib.sh"
 trap w_cleanup EXIT
 
-echo "1..40"
+echo "1..45"
 
 C=w_money
 S=whsec_$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
@@ -289,6 +289,14 @@ deliver payment_intent.succeeded "$PX2" >/dev/null
 settled "$PX"
 is "$(status "$PX")|$(charges "$PX")|$(refunded "$PX")|$(stored_pi "$PX")" "1|2|3000|$PX2" \
 	"item 2: the earlier charge is refunded, the current one completes the payment"
+# the reports of that refund.unwanted (found by the model: seed 20261206) are
+# no refund of the payment: taken for one made in Stripe's Dashboard, it
+# made the payment Refunded while its kept charge was never refunded
+REX=$(ledger "[r['id'] for r in j['refunds'] if r['payment_id'] == '$PX' and r['refund_id'] is None][0]")
+OUT=$(deliver refund.created "$REX")
+is "$(status "$PX")|$(w_sql $C "SELECT count(*) FROM \"PaymentRefunds\" WHERE \"OriginalPaymentId\" = '$PX'")|${OUT%% (*}" \
+	"1|0|ignored: a refund" \
+	"model: the refund.created of an earlier attempt's unwanted charge is not recorded as a Dashboard refund of the payment"
 
 # ---------------------------------------------------------------------------
 # found by the model-based test (test/t/money_model.sh): payment.reconcile
@@ -344,6 +352,54 @@ is "$(w_wait $C "SELECT state FROM payment.outbox WHERE payment_id = '$PC1' AND 
 	"dead|Stripe did not refund a charge the payment does not keep (re" \
 	"model: a refund.unwanted that Stripe fails is dead, shown in payment.dead_letters (the money is to return by hand)"
 clear_faults
+# the same, but Stripe first accepts that refund (pending) and fails it later
+PE1=$(w_sql $C "SELECT payment.create('$(w_reg 14)', '$(w_user 14)', 25.00, stripe_payment_method => 'pm_card_chargeDeclined')")
+w_wait $C "SELECT \"Status\" FROM \"Payments\" WHERE \"Id\" = '$PE1'" 2 30 >/dev/null
+PE2=$(w_sql $C "SELECT payment.create('$(w_reg 14)', '$(w_user 14)', 25.00, stripe_payment_method => 'pm_card_visa')")
+w_wait $C "SELECT \"Status\" FROM \"Payments\" WHERE \"Id\" = '$PE2'" 1 30 >/dev/null
+fault "{\"kind\": \"refund_pending\", \"payment_id\": \"$PE1\"}"
+PIE1=$(intents_of "$PE1")
+w_http POST "/_test/payment_intents/$PIE1/succeed" '{}' >/dev/null
+deliver payment_intent.succeeded "$PIE1" >/dev/null
+w_wait $C "SELECT count(*) FROM payment.outbox WHERE payment_id = '$PE1' AND kind = 'refund.unwanted' AND state = 'done'" 1 30 >/dev/null
+REE=$(ledger "[r['id'] for r in j['refunds'] if r['payment_id'] == '$PE1'][0]")
+w_http POST "/_test/refunds/$REE/fail" '{}' >/dev/null
+OUT=$(deliver refund.updated "$REE")
+is "${OUT%%;*}|$(w_sql $C "SELECT state FROM payment.outbox WHERE payment_id = '$PE1' AND kind = 'refund.unwanted'")|$(w_sql $C "SELECT left(last_error, 66) FROM payment.dead_letters WHERE payment_id = '$PE1'")|$(status "$PE1")|$(status "$PE2")" \
+	"applied: Stripe failed the refund of a charge the payment does not keep|dead|Stripe failed the refund of a charge the payment does not keep (de|2|1" \
+	"model: a refund.unwanted pending then failed at Stripe: its request becomes a dead letter (shown, the money to return by hand); no payment changes"
+clear_faults
+
+# a cancel whose 500 Stripe saved under its key (and replays for every
+# resend): asked again under a new key (found by the model: seed 11)
+PF=$(w_sql $C "SELECT payment.create('$(w_reg 15)', '$(w_user 15)', 25.00, stripe_payment_method => 'pm_card_threeDSecure2Required')")
+w_wait $C "SELECT stripe_status FROM payment.intents WHERE payment_id = '$PF'" requires_action 30 >/dev/null
+PIF=$(stored_pi "$PF")
+fault "{\"kind\": \"500\", \"method\": \"POST\", \"path\": \"/v1/payment_intents/*/cancel\", \"payment_id\": \"$PF\", \"count\": 1}"
+w_sql $C "SET app.current_user_id = '$ADMIN'; SELECT payment.resolve('$PF', 2, 'customer abandoned checkout')" >/dev/null
+w_wait $C "SELECT count(*) FROM payment.outbox WHERE payment_id = '$PF' AND kind = 'payment_intent.cancel' AND state = 'done'" 2 60 >/dev/null
+is "$(api GET "/v1/payment_intents/$PIF" | w_json "j['status']")|$(w_sql $C "SELECT string_agg(state || ':' || (idempotency_key LIKE '%-re-1'), ',' ORDER BY id) FROM payment.outbox WHERE payment_id = '$PF' AND kind = 'payment_intent.cancel'")|$(w_sql $C "SELECT last_error LIKE '%Stripe replays this saved answer for the key: sent again under a new key%' FROM payment.outbox WHERE payment_id = '$PF' AND kind = 'payment_intent.cancel' ORDER BY id LIMIT 1")" \
+	"canceled|done:false,done:true|t" \
+	"model: a cancel answered with a saved 500 is sent again under a new key (-re-1), and the PaymentIntent is canceled"
+is "$(w_http GET "/_test/requests?idempotency_key=$(w_sql $C "SELECT idempotency_key FROM payment.outbox WHERE payment_id = '$PF' AND kind = 'payment_intent.cancel' ORDER BY id LIMIT 1")" | w_json "len(j['requests']) >= 2 and all(r.get('replayed') for r in j['requests'][1:])")" True \
+	"model: the old key was tried again and replayed before the new key was taken"
+clear_faults
+# the same for a refund.unwanted: its saved 500 is replayed, a new key
+# refunds the charge once
+PG1=$(w_sql $C "SELECT payment.create('$(w_reg 16)', '$(w_user 16)', 25.00, stripe_payment_method => 'pm_card_chargeDeclined')")
+w_wait $C "SELECT \"Status\" FROM \"Payments\" WHERE \"Id\" = '$PG1'" 2 30 >/dev/null
+PG2=$(w_sql $C "SELECT payment.create('$(w_reg 16)', '$(w_user 16)', 25.00, stripe_payment_method => 'pm_card_visa')")
+w_wait $C "SELECT \"Status\" FROM \"Payments\" WHERE \"Id\" = '$PG2'" 1 30 >/dev/null
+fault "{\"kind\": \"500\", \"method\": \"POST\", \"path\": \"/v1/refunds\", \"payment_id\": \"$PG1\", \"count\": 1}"
+PIG1=$(intents_of "$PG1")
+w_http POST "/_test/payment_intents/$PIG1/succeed" '{}' >/dev/null
+deliver payment_intent.succeeded "$PIG1" >/dev/null
+w_wait $C "SELECT count(*) FROM payment.outbox WHERE payment_id = '$PG1' AND kind = 'refund.unwanted' AND state = 'done'" 2 60 >/dev/null
+settled "$PG1"
+is "$(w_sql $C "SELECT string_agg(state || ':' || (idempotency_key LIKE '%-re-1'), ',' ORDER BY id) FROM payment.outbox WHERE payment_id = '$PG1' AND kind = 'refund.unwanted'")|$(charged "$PG1")|$(refunded "$PG1")|$(status "$PG1")|$(status "$PG2")" \
+	"done:false,done:true|2500|2500|2|1" \
+	"model: a refund.unwanted answered with a saved 500 is sent again under a new key: the unwanted charge is refunded once, in full"
+clear_faults
 
 # ---------------------------------------------------------------------------
 # every payment of this test: at most one charge kept per registration
@@ -362,12 +418,12 @@ j = json.load(sys.stdin)
 reg = dict(x.split('=') for x in '$REGS'.split())
 kept = {}
 for pid, d in j['by_payment_id'].items():
-    if pid == '$PC1':
-        continue  # Stripe failed its unwanted refund on purpose (dead letter above)
+    if pid in ('$PC1', '$PE1'):
+        continue  # Stripe failed their unwanted refunds on purpose (dead letters above)
     if d['charged_amount'] - d['refunded_amount'] > 0:
         kept[reg[pid]] = kept.get(reg[pid], 0) + 1
 print(max(kept.values()))")" 1 "per registration at most one charge that is not refunded"
-is "$(w_sql $C "SELECT coalesce(string_agg(kind || ': ' || last_error, '; '), 'none') FROM payment.dead_letters WHERE payment_id <> '$PC1'")" none \
-	"no request was given up on (but the refund Stripe failed above)"
+is "$(w_sql $C "SELECT coalesce(string_agg(kind || ': ' || last_error, '; '), 'none') FROM payment.dead_letters WHERE payment_id NOT IN ('$PC1', '$PE1')")" none \
+	"no request was given up on (but the refunds Stripe failed above)"
 
 w_done

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 #
 # test/t/ops_pg_upgrade.sh — pg_upgrade of a PostgreSQL 15 cluster holding
-# payment_ext to PostgreSQL 18 (README "Supported versions", "Operations"):
+# payment_ext to PostgreSQL 18 (README "Supported versions", doc/operations.md):
 # a 15 cluster with completed payments and refunds, a saved method, audit
 # chains and payments still pending in the outbox (no Stripe reachable when
 # they were made) is upgraded with pg_upgrade to an 18 cluster (both
@@ -37,7 +37,7 @@ fi
 # 18.6 refuses ('unrecognized parameter "pg_attver"'), and pg_upgrade's
 # schema restore stops there; RESET (pg_attver) on 15 does not remove it.
 if [ "${PE_PG_UPGRADE_TEST:-0}" != 1 ]; then
-	echo "1..0 # SKIP pg_upgrade 15.20 -> 18.6 stops at the pg_attver column option (README); PE_PG_UPGRADE_TEST=1 runs it"
+	echo "1..0 # SKIP pg_upgrade 15.20 -> 18.6 stops at the pg_attver column option (doc/operations.md); PE_PG_UPGRADE_TEST=1 runs it"
 	exit 0
 fi
 

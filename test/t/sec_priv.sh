@@ -2,7 +2,7 @@
 #
 # test/t/sec_priv.sh — issue 16, items 1, 2 and 10, and the offline refund:
 # no path from a less privileged role to the rights of code that runs with
-# more (README, "Access control"), on a cluster of its own:
+# more (doc/security.md, "Access control"), on a cluster of its own:
 #   - roles: CREATE EXTENSION refuses an existing role named payment_admin
 #     (LOGIN, a password) or payment_reporting (with a member) that it did
 #     not create (42710, the hint names payment_ext.adopt_existing_roles),

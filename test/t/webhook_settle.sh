@@ -16,7 +16,7 @@ echo "1..13"
 C=w_settle
 w_standin_start $C
 # a short idempotency window and search lag, so that a create whose every
-# answer is lost is settled within the test (README, "Settling")
+# answer is lost is settled within the test (doc/webhooks-and-settling.md)
 w_cluster $C "payment_ext.pending_ttl = '3s'" "payment_ext.idempotency_window = '5s'" \
 	"payment_ext.search_lag = '3s'"
 w_seed $C 10

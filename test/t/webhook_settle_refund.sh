@@ -193,7 +193,7 @@ P5=22222222-0000-0000-0000-000000000005
 w_sql $C "INSERT INTO \"Payments\" (\"Id\", \"EventRegistrationId\", \"UserId\", \"AmountValue\", \"Status\", \"PaymentMethodType\")
           VALUES ('$P5', '$(w_reg 5)', '$(w_user 5)', 20.00, 1, 1)" >/dev/null
 R5=$(w_sql $C "SELECT payment.refund('$P5', 5.00, '$REASON', '$ADMIN')")
-is "$(kinds "$R5")" "" "a refund of a payment with no PaymentIntent has no request (README, Refunds)"
+is "$(kinds "$R5")" "" "a refund of a payment with no PaymentIntent has no request (doc/sql-reference.md, payment.refund())"
 w_sql $C "INSERT INTO payment.outbox (kind, payment_id, refund_id, request, idempotency_key)
           VALUES ('refund.create', '$P5', '$R5',
                   jsonb_build_object('amount', '500', 'metadata[payment_id]', '$P5', 'metadata[refund_id]', '$R5'),

@@ -2,7 +2,7 @@
 #
 # test/t/worker_faults.sh — the outbox worker against every misbehaviour of
 # the Stripe stand-in: each payment (or refund) gets one fault, filtered by
-# its id, and ends in the state README "Outbox worker" promises; the
+# its id, and ends in the state doc/worker-and-stripe.md promises; the
 # stand-in's ledger shows no key charged or refunded twice.  Prints TAP.
 #
 # The rows are created with their next_attempt_at an hour ahead, the faults

@@ -2,7 +2,8 @@
 #
 # test/t/worker_lock_order.sh — issue 17, item 4: the worker's outcome and
 # a webhook for the same payment arrive together; with one lock order (the
-# payment's row first, README "Lock order") they never deadlock.
+# payment's row first, doc/payments-and-refunds.md, "Lock order") they
+# never deadlock.
 #
 # 1. Barrier, LOCK_ROUNDS times (test/worker_lock_race.py drives psql
 #    sessions): a session holds the payment's row lock as

@@ -7,8 +7,9 @@
 #   2. the stand-in answers 500 (not saved), then 503 with Retry-After, for
 #      PE_OUTAGE_S seconds in all, while the same is created again;
 #   3. an outage longer than payment_ext.idempotency_window (shortened for
-#      the test): the rows go to the settler as README "Settling and
-#      reconciliation" says, and nothing is charged twice.
+#      the test): the rows go to the settler as "Settling and
+#      reconciliation" (doc/webhooks-and-settling.md) says, and nothing is
+#      charged twice.
 # After 1 and 2: every payment charged exactly once and Completed, every
 # refund made once, no row dead, no payment Failed; the requests sent during
 # the outage are bounded by the probes of the circuit breaker (not by the
@@ -75,20 +76,39 @@ closed() { grep -c 'Stripe answers again after' "$PE_WORK/$C.log"; }
 # displacement FROM TO: the largest distance between a payment's rank in the
 # order its create reached Stripe with success and its rank in the order of
 # creation (outbox id).  The first success is left out of both orders: it
-# is the probe that closed the breaker, which the probes' turn (README
-# "Circuit breaker") may have taken from anywhere in the backlog.
+# is the probe that closed the breaker, which the probes' turn
+# (doc/worker-and-stripe.md, "Circuit breaker") may have taken from
+# anywhere in the backlog.
 displacement() {
 	local ids
 	ids=$(w_sql $C "SELECT string_agg(o.payment_id::text, ',' ORDER BY o.id) FROM payment.outbox o
 	                  JOIN \"Payments\" p ON p.\"Id\" = o.payment_id
 	                 WHERE o.kind = 'payment_intent.create' AND p.$(in_regs "$1" "$2")")
-	w_http GET "/_test/requests?path=/v1/payment_intents&limit=20000" | w_json "
-(lambda order, sent: max([0] + [abs([o for o in order if o != sent[0]].index(p) - i)
-                                for i, p in enumerate(sent[1:])]))(
- '$ids'.split(','),
- [r['params']['metadata']['payment_id'] for r in sorted(j['requests'], key=lambda r: r['seq'])
-  if r['method'] == 'POST' and r['status'] == 200 and not r['replayed']
-  and r['params'].get('metadata', {}).get('payment_id') in set('$ids'.split(','))])"
+	w_http GET "/_test/requests?path=/v1/payment_intents&limit=20000" | python3 -c "
+import json, sys
+j = json.load(sys.stdin)
+ids = '$ids'.split(',')
+sent = [r for r in sorted(j['requests'], key=lambda r: r['seq'])
+        if r['method'] == 'POST' and r['status'] == 200 and not r['replayed']
+        and r['params'].get('metadata', {}).get('payment_id') in set(ids)]
+pids = [r['params']['metadata']['payment_id'] for r in sent]
+order = [o for o in ids if o != pids[0]]
+d = [(abs(order.index(p) - i), i, order.index(p), p) for i, p in enumerate(pids[1:])]
+print(max([0] + [x[0] for x in d]))
+# the most displaced, for the reader (to stderr: ranks, payment, attempts)
+for x in sorted(d, reverse=True)[:3]:
+    if x[0] > $INFLIGHT:
+        print('displaced %d: sent %d-th, created %d-th, payment %s' % x, file=sys.stderr)
+" 2>"$PE_WORK/displaced.$1"
+}
+# why the most displaced payments went late: their outbox rows
+displaced_rows() {
+	local p
+	for p in $(grep -o 'payment [0-9a-f-]*' "$PE_WORK/displaced.$1" | cut -d' ' -f2); do
+		grep "$p" "$PE_WORK/displaced.$1" | sed 's/^/#   /'
+		w_sql $C "SELECT 'outbox ' || id || ' ' || kind || ' attempts ' || attempts || ' http ' || coalesce(last_http_status::text, '-') || ' created ' || to_char(created_at, 'HH24:MI:SS.MS') || ' key_sent ' || coalesce(to_char(key_sent_at, 'HH24:MI:SS.MS'), '-') || ' done ' || coalesce(to_char(completed_at, 'HH24:MI:SS.MS'), '-') FROM payment.outbox WHERE payment_id = '$p' ORDER BY id" | sed 's/^/#     /'
+	done
+	grep -E 'answers again after|unreachable after' "$PE_WORK/$C.log" | sed 's/^/#   log: /'
 }
 
 # --- payments to refund during the outages: 501..600 Completed ------------------------
@@ -142,6 +162,7 @@ is "$(w_sql $C "SELECT state, unreachable_since IS NULL FROM payment.worker_stat
 D=$(displacement 1 200)
 echo "# outage 1: largest displacement from the order of creation: $D"
 ok $([ "$D" -le "$INFLIGHT" ]; echo $?) "  the backlog went out in the order of creation, give or take max_in_flight ($D)"
+[ "$D" -le "$INFLIGHT" ] || displaced_rows 1
 
 # =========================================================================================
 # 2. Stripe answers 500 (not saved), then 503 with Retry-After
@@ -179,6 +200,7 @@ is "$(opened)|$(closed)" "2|2" "  one more LOG line each when the breaker opened
 D=$(displacement 201 400)
 echo "# outage 2: largest displacement from the order of creation: $D"
 ok $([ "$D" -le "$INFLIGHT" ]; echo $?) "  the backlog went out in the order of creation, give or take max_in_flight ($D)"
+[ "$D" -le "$INFLIGHT" ] || displaced_rows 201
 
 # =========================================================================================
 # 3. an outage longer than the idempotency window
