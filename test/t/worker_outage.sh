@@ -73,12 +73,28 @@ state_seen() {
 # opened/closed: LOG lines of the breaker so far
 opened() { grep -c 'Stripe unreachable after' "$PE_WORK/$C.log"; }
 closed() { grep -c 'Stripe answers again after' "$PE_WORK/$C.log"; }
-# displacement FROM TO: the largest distance between a payment's rank in the
-# order its create reached Stripe with success and its rank in the order of
-# creation (outbox id).  The first success is left out of both orders: it
-# is the probe that closed the breaker, which the probes' turn
+# claim_displacement FROM TO: the largest distance between a payment's rank
+# in the order the worker claimed its create for the attempt that succeeded
+# (payment.outbox.claimed_at, one transaction per batch, ties in id order)
+# and its rank in the order of creation (outbox id): the order the worker
+# sends the backlog in.  The first claimed is left out of both orders: it is
+# the probe that closed the breaker, which the probes' turn
 # (doc/worker-and-stripe.md, "Circuit breaker") may have taken from
 # anywhere in the backlog.
+claim_displacement() {
+	w_sql $C "WITH r AS (SELECT o.id, o.claimed_at FROM payment.outbox o
+	                       JOIN \"Payments\" p ON p.\"Id\" = o.payment_id
+	                      WHERE o.kind = 'payment_intent.create' AND o.state = 'done'
+	                        AND p.$(in_regs "$1" "$2")),
+	               s AS (SELECT row_number() OVER (ORDER BY claimed_at, id) AS by_claim,
+	                            row_number() OVER (ORDER BY id) AS by_id
+	                       FROM r WHERE id <> (SELECT id FROM r ORDER BY claimed_at, id LIMIT 1))
+	          SELECT coalesce(max(abs(by_claim - by_id)), 0) FROM s"
+}
+# displacement FROM TO: the same measured where the requests arrive (the
+# order the stand-in received the creates that succeeded): that adds the
+# network's reordering of up to max_in_flight concurrent requests, so it is
+# printed for the reader, not checked.
 displacement() {
 	local ids
 	ids=$(w_sql $C "SELECT string_agg(o.payment_id::text, ',' ORDER BY o.id) FROM payment.outbox o
@@ -160,9 +176,11 @@ is "$(opened)|$(closed)" "1|1" "  one LOG line when the breaker opened, one when
 is "$(w_sql $C "SELECT state, unreachable_since IS NULL FROM payment.worker_status")" "idle|t" \
 	"  worker_status is back to idle"
 D=$(displacement 1 200)
-echo "# outage 1: largest displacement from the order of creation: $D"
-ok $([ "$D" -le "$INFLIGHT" ]; echo $?) "  the backlog went out in the order of creation, give or take max_in_flight ($D)"
+echo "# outage 1: largest displacement from the order of creation where the requests arrived: $D"
 [ "$D" -le "$INFLIGHT" ] || displaced_rows 1
+D=$(claim_displacement 1 200)
+echo "# outage 1: largest displacement from the order of creation as the worker claimed: $D"
+ok $([ "$D" -le "$INFLIGHT" ]; echo $?) "  the backlog went out in the order of creation, give or take max_in_flight ($D, as the worker claimed it)"
 
 # =========================================================================================
 # 2. Stripe answers 500 (not saved), then 503 with Retry-After
@@ -198,9 +216,11 @@ ok $([ "$FAULTS" -le "$(bound "$OUTAGE")" ]; echo $?) \
 	"  the stand-in counted $FAULTS requests during the outage: bounded by the probes (at most $(bound "$OUTAGE"))"
 is "$(opened)|$(closed)" "2|2" "  one more LOG line each when the breaker opened and closed"
 D=$(displacement 201 400)
-echo "# outage 2: largest displacement from the order of creation: $D"
-ok $([ "$D" -le "$INFLIGHT" ]; echo $?) "  the backlog went out in the order of creation, give or take max_in_flight ($D)"
+echo "# outage 2: largest displacement from the order of creation where the requests arrived: $D"
 [ "$D" -le "$INFLIGHT" ] || displaced_rows 201
+D=$(claim_displacement 201 400)
+echo "# outage 2: largest displacement from the order of creation as the worker claimed: $D"
+ok $([ "$D" -le "$INFLIGHT" ]; echo $?) "  the backlog went out in the order of creation, give or take max_in_flight ($D, as the worker claimed it)"
 
 # =========================================================================================
 # 3. an outage longer than the idempotency window
