@@ -545,7 +545,7 @@ pe_audit_row_trigger(PG_FUNCTION_ARGS)
 
 	pe_trigger_check(fcinfo, &use);
 	event = trigdata->tg_event;
-	/* pg_restore in restore mode: the dump holds the audit rows already */
+	/* a restore (pe_restoring_insert): the dump holds the audit rows already */
 	if (pe_restoring_insert(event))
 		return PointerGetDatum(NULL);
 

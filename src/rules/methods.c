@@ -90,7 +90,9 @@ pe_payment_methods_expiry_trigger(PG_FUNCTION_ARGS)
 					   "BEFORE INSERT OR UPDATE FOR EACH ROW");
 
 	pe_trigger_check(fcinfo, &use);
-	/* pg_restore in restore mode: a card saved then may have expired since */
+	/*
+	 * a restore (pe_restoring_insert): a card saved then may have expired since
+	 */
 	if (pe_restoring_insert(trigdata->tg_event))
 		return PointerGetDatum(trigdata->tg_trigtuple);
 

@@ -202,7 +202,7 @@ pe_refunds_rules_trigger(PG_FUNCTION_ARGS)
 		PE_TRIGGER_USE("pe_refunds_rules_trigger", true, PE_TRIG_ANY, 0,
 					   "BEFORE ... FOR EACH ROW");
 
-	/* pg_restore in restore mode: the row as it was dumped */
+	/* a restore (pe_restoring_insert): the row as it was dumped */
 	if (!refund_trigger_start(fcinfo, &use, "payment.refunds_rules_trigger()"))
 		return PointerGetDatum(trigdata->tg_trigtuple);
 	td = RelationGetDescr(trigdata->tg_relation);
@@ -437,7 +437,7 @@ pe_refunds_sync_trigger(PG_FUNCTION_ARGS)
 		PE_TRIGGER_USE("pe_refunds_sync_trigger", false, PE_TRIG_ANY, 0,
 					   "AFTER ... FOR EACH ROW");
 
-	/* pg_restore in restore mode: the payment was dumped up to date */
+	/* a restore (pe_restoring_insert): the payment was dumped up to date */
 	if (!refund_trigger_start(fcinfo, &use, "payment.refunds_sync_trigger()"))
 		return PointerGetDatum(NULL);
 	td = RelationGetDescr(trigdata->tg_relation);

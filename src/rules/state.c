@@ -344,7 +344,7 @@ pe_payments_state_trigger(PG_FUNCTION_ARGS)
 					   "BEFORE ... FOR EACH ROW");
 
 	pe_trigger_check(fcinfo, &use);
-	/* pg_restore in restore mode: the row as it was dumped */
+	/* a restore (pe_restoring_insert): the row as it was dumped */
 	if (pe_restoring_insert(trigdata->tg_event))
 		return PointerGetDatum(trigdata->tg_trigtuple);
 	td = RelationGetDescr(trigdata->tg_relation);

@@ -82,7 +82,7 @@ pe_sealed_columns_trigger(PG_FUNCTION_ARGS)
 
 	pe_trigger_check(fcinfo, &use);
 	/*
-	 * pg_restore in restore mode: values are loaded as they were dumped,
+	 * a restore (pe_restoring_insert): values are loaded as they were dumped,
 	 * even if this server's keyring cannot open them (payment.key_usage
 	 * shows such keys afterwards); refusing them would lose the rows.
 	 */

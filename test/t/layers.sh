@@ -11,8 +11,8 @@ set -uo pipefail
 
 REPO=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 TOOL="$REPO/tools/callgraph.py"
-TMP=$(mktemp -d "${TMPDIR:-/tmp}/pe_layers.XXXXXX")
-trap 'rm -rf "$TMP"' EXIT
+SCRATCH=$(mktemp -d "${TMPDIR:-/tmp}/pe_layers.XXXXXX")
+trap 'rm -rf "$SCRATCH"' EXIT
 
 n=0
 check() { # check OK DESCRIPTION [DIAGNOSTICS]
@@ -39,19 +39,19 @@ check "$([ -z "$violations" ] && echo 0 || echo 1)" "no file calls up a layer, o
 check "$rc" "tools/callgraph.py exits 0 on the tree: $(printf '%s\n' "$out" | tail -1)" "$out"
 
 # the tool catches a call against the table: the same objects, the layers upside down
-sed 's/^layers .*/layers module flows rules base/' "$REPO/src/LAYERS" >"$TMP/LAYERS.reversed"
-out=$(python3 "$TOOL" --src "$REPO/src" --layers "$TMP/LAYERS.reversed" 2>&1)
+sed 's/^layers .*/layers module flows rules base/' "$REPO/src/LAYERS" >"$SCRATCH/LAYERS.reversed"
+out=$(python3 "$TOOL" --src "$REPO/src" --layers "$SCRATCH/LAYERS.reversed" 2>&1)
 rc=$?
 check "$([ "$rc" = 1 ] && printf '%s\n' "$out" | grep -q '^violation: .*a higher layer' && echo 0 || echo 1)" \
 	"with the layers declared upside down, the tool reports the calls as going up and fails" "$out"
 
 # ... and a cycle: two objects that call each other
-mkdir -p "$TMP/src/x"
-printf 'int pe_b(int);\nint pe_a(int n) { return n > 0 ? pe_b(n - 1) : 0; }\n' >"$TMP/src/x/a.c"
-printf 'int pe_a(int);\nint pe_b(int n) { return n > 0 ? pe_a(n - 1) : 1; }\n' >"$TMP/src/x/b.c"
-printf 'layers one\nx/ one\n' >"$TMP/src/LAYERS"
-if cc -c -o "$TMP/src/x/a.o" "$TMP/src/x/a.c" && cc -c -o "$TMP/src/x/b.o" "$TMP/src/x/b.c"; then
-	out=$(python3 "$TOOL" --src "$TMP/src" 2>&1)
+mkdir -p "$SCRATCH/src/x"
+printf 'int pe_b(int);\nint pe_a(int n) { return n > 0 ? pe_b(n - 1) : 0; }\n' >"$SCRATCH/src/x/a.c"
+printf 'int pe_a(int);\nint pe_b(int n) { return n > 0 ? pe_a(n - 1) : 1; }\n' >"$SCRATCH/src/x/b.c"
+printf 'layers one\nx/ one\n' >"$SCRATCH/src/LAYERS"
+if cc -c -o "$SCRATCH/src/x/a.o" "$SCRATCH/src/x/a.c" && cc -c -o "$SCRATCH/src/x/b.o" "$SCRATCH/src/x/b.c"; then
+	out=$(python3 "$TOOL" --src "$SCRATCH/src" 2>&1)
 	rc=$?
 	check "$([ "$rc" = 1 ] && printf '%s\n' "$out" | grep -qx 'cycle: 2 files: x/a.c x/b.c' && echo 0 || echo 1)" \
 		"two files that call each other are reported as a cycle, and the tool fails" "$out"

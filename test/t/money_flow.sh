@@ -21,7 +21,7 @@ set -uo pipefail
 source "$PE_WORK/repo/test/worker_lib.sh"
 trap w_cleanup EXIT
 
-echo "1..45"
+echo "1..46"
 
 C=w_money
 S=whsec_$(od -An -tx1 -N16 /dev/urandom | tr -d ' \n')
@@ -364,6 +364,19 @@ deliver payment_intent.succeeded "$PIE1" >/dev/null
 w_wait $C "SELECT count(*) FROM payment.outbox WHERE payment_id = '$PE1' AND kind = 'refund.unwanted' AND state = 'done'" 1 30 >/dev/null
 REE=$(ledger "[r['id'] for r in j['refunds'] if r['payment_id'] == '$PE1'][0]")
 w_http POST "/_test/refunds/$REE/fail" '{}' >/dev/null
+# the event overtakes the request's answer (its row still sending): refused,
+# nothing recorded, so that Stripe delivers it again
+w_sql $C "UPDATE payment.outbox SET state = 'sending' WHERE payment_id = '$PE1' AND kind = 'refund.unwanted'" >/dev/null
+EVF=$(w_http GET "/_test/events?type=refund.updated" | python3 -c "
+import json, sys
+j = json.load(sys.stdin)
+e = [e for e in j['events'] if json.loads(e['payload'])['data']['object']['id'] == '$REE'][-1]
+print(json.dumps([e['id'], e['payload'], e['signature']]))")
+GOT=$(echo "SELECT payment.handle_webhook(:'p', :'h')" | q -v p="$(echo "$EVF" | w_json "j[1]")" -v h="$(echo "$EVF" | w_json "j[2]")")
+is "$GOT|$(w_sql $C "SELECT count(*) FROM payment.webhook_events WHERE event_id = '$(echo "$EVF" | w_json "j[0]")'")|$(w_sql $C "SELECT state FROM payment.outbox WHERE payment_id = '$PE1' AND kind = 'refund.unwanted'")" \
+	"ERROR: 55000|0|sending" \
+	"model: a refund.unwanted's failure reported before its answer is recorded is refused (55000), nothing recorded"
+w_sql $C "UPDATE payment.outbox SET state = 'done' WHERE payment_id = '$PE1' AND kind = 'refund.unwanted'" >/dev/null
 OUT=$(deliver refund.updated "$REE")
 is "${OUT%%;*}|$(w_sql $C "SELECT state FROM payment.outbox WHERE payment_id = '$PE1' AND kind = 'refund.unwanted'")|$(w_sql $C "SELECT left(last_error, 66) FROM payment.dead_letters WHERE payment_id = '$PE1'")|$(status "$PE1")|$(status "$PE2")" \
 	"applied: Stripe failed the refund of a charge the payment does not keep|dead|Stripe failed the refund of a charge the payment does not keep (de|2|1" \
